@@ -1,0 +1,1 @@
+"""neurobank integration (in progress)."""

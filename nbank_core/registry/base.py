@@ -1,0 +1,191 @@
+"""The Registry contract: what every registry backend does, documented once.
+
+Two backends fulfil it: :class:`~nbank_core.registry.http.HttpRegistry` speaks to a
+django-neurobank server, :class:`~nbank_core.registry.sqlite.SqliteRegistry` keeps
+the same records in one SQLite file. Both return records as plain dicts of the shape
+django-neurobank serialises, so callers never care which backend they hold:
+
+- datatype: ``{"name", "content_type", "extension"}``
+- archive: ``{"name", "scheme", "root", "accessibility"}``
+- resource: ``{"name", "sha1", "dtype", "filename", "metadata", "experimenter",
+  "animal", "locations": [archive names], "created_by", "created_on"}``
+- location: ``{"archive_name", "scheme", "root", "resource_name", "key"}``
+- located resource (bulk): ``{"name", "sha1", "filename", "locations": [location]}``
+
+Errors are the members of :mod:`nbank_core.errors`: ``NotFound`` for a missing
+record, ``AlreadyExists`` for a taken name or sha1 (or a location added twice),
+``RegistryRejected`` for other refusals, ``AuthError``, ``RegistryUnavailable`` and
+``BadResponse`` for the HTTP backend's transport failures.
+
+>>> from nbank_core.registry import open_registry
+>>> reg = open_registry("sqlite:///:memory:")
+>>> reg.add_datatype("wav", "audio/wav")["name"]
+'wav'
+>>> reg.close()
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+__all__ = ["BULK_BATCH", "Registry"]
+
+#: names sent in one bulk request (django-neurobank on SQLite fails at 999)
+BULK_BATCH = 500
+
+
+class Registry(abc.ABC):
+    """One registry of identifiers. Backends subclass this and implement every method.
+
+    ``url`` is the registry's canonical URL: full identifiers are
+    ``<url>resources/<id>/``. Registries are context managers; ``close()`` frees
+    connections and is safe to call twice.
+    """
+
+    url: str
+
+    # -- the registry itself -------------------------------------------------
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Returns ``{"name", "version", "api_version"}``."""
+
+    # -- datatypes ------------------------------------------------------------
+    @abc.abstractmethod
+    def list_datatypes(self) -> list[dict[str, Any]]:
+        """Returns every datatype, ordered by name."""
+
+    @abc.abstractmethod
+    def get_datatype(self, name: str) -> dict[str, Any]:
+        """Returns one datatype; raises NotFound."""
+
+    @abc.abstractmethod
+    def add_datatype(
+        self, name: str, content_type: str, extension: str | None = None
+    ) -> dict[str, Any]:
+        """Adds a datatype; raises AlreadyExists if the name is taken."""
+
+    # -- archives -------------------------------------------------------------
+    @abc.abstractmethod
+    def list_archives(
+        self,
+        *,
+        name: str | None = None,
+        scheme: str | None = None,
+        root: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Returns archives; ``name`` and ``scheme`` are prefix filters, ``root`` an
+        exact (case-insensitive) match."""
+
+    @abc.abstractmethod
+    def get_archive(self, name: str) -> dict[str, Any]:
+        """Returns one archive; raises NotFound."""
+
+    @abc.abstractmethod
+    def add_archive(
+        self,
+        name: str,
+        root: str,
+        *,
+        scheme: str = "neurobank",
+        accessibility: str = "local",
+    ) -> dict[str, Any]:
+        """Adds an archive; raises AlreadyExists if the name or (scheme, root) is
+        taken."""
+
+    def find_archive_by_root(
+        self, root: str, scheme: str = "neurobank"
+    ) -> dict[str, Any] | None:
+        """Returns the archive registered for ``root``, or None."""
+        for archive in self.list_archives(root=str(root)):
+            if archive["scheme"] == scheme:
+                return archive
+        return None
+
+    # -- resources ------------------------------------------------------------
+    @abc.abstractmethod
+    def add_resource(
+        self,
+        name: str | None,
+        dtype: str,
+        archive: str,
+        *,
+        sha1: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Registers a resource located in ``archive`` and returns its record.
+
+        ``name=None`` asks the registry for an 8-character base-36 id. The
+        ``experimenter`` and ``animal`` keys of metadata become the record's fields.
+        Raises AlreadyExists (name or sha1 taken), NotFound (dtype or archive) or
+        RegistryRejected.
+        """
+
+    @abc.abstractmethod
+    def get_resource(self, name: str) -> dict[str, Any]:
+        """Returns one resource record; raises NotFound."""
+
+    @abc.abstractmethod
+    def get_resources(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Returns ``{name: record}`` for the known names, in bulk; unknown names
+        are omitted."""
+
+    @abc.abstractmethod
+    def locate_resources(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Returns ``{name: {"name", "sha1", "filename", "locations": [location]}}``
+        for the known names that have a location, in bulk."""
+
+    @abc.abstractmethod
+    def search(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Yields resources matching django-neurobank's filters, ordered by name.
+
+        ``name``, ``dtype`` and ``location`` match case-insensitive substrings;
+        ``sha1`` and ``archive`` exactly; ``metadata__<key>`` equals the value
+        (JSON-decoded when it parses), ``metadata__<key>__neq`` excludes it.
+        """
+
+    @abc.abstractmethod
+    def update_metadata(
+        self, name: str, metadata: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merges ``metadata`` into the resource's; a ``None`` value deletes a key.
+        Returns the updated record; raises NotFound."""
+
+    @abc.abstractmethod
+    def delete_resource(self, name: str) -> None:
+        """Deletes the resource and its locations; raises NotFound."""
+
+    def find_sha1(self, sha1: str) -> dict[str, Any] | None:
+        """Returns the resource whose content has this sha1, or None."""
+        for record in self.search(sha1=sha1.lower()):
+            return record
+        return None
+
+    # -- locations ------------------------------------------------------------
+    @abc.abstractmethod
+    def list_locations(self, name: str) -> list[dict[str, Any]]:
+        """Returns the resource's locations; raises NotFound for an unknown id."""
+
+    @abc.abstractmethod
+    def add_location(
+        self, name: str, archive: str, key: str | None = None
+    ) -> dict[str, Any]:
+        """Adds a location; raises NotFound or AlreadyExists."""
+
+    @abc.abstractmethod
+    def remove_location(self, name: str, archive: str) -> None:
+        """Removes a location; raises NotFound."""
+
+    # -- lifetime -------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027 - optional for backends with no resources
+        """Frees connections; safe to call more than once."""
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"

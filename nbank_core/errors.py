@@ -1,4 +1,4 @@
-"""The exception family of neurobank: one root, each member also the builtin it resembles.
+"""The exception family of neurobank: one root, each member also a builtin.
 
 Every error neurobank raises on purpose derives from :class:`NbankError`, so a caller
 can catch them all; each also derives from the builtin exception that data tools

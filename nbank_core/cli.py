@@ -1,0 +1,408 @@
+"""The ``nbank`` command: argument parsing and printing only; the work is in the API.
+
+Data goes to stdout, diagnostics to stderr. Exit status: 0 success, 1 failure,
+2 usage error. A user error is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+PROG = "nbank"
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as written (exit 2)."""
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _umask(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"umask must be octal, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nbank_core import __version__
+
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Register and archive the resources of experiments."
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "-r",
+        "--registry",
+        help="registry URL (default: $NBANK_REGISTRY, else the "
+        "embedded registry in your data directory)",
+    )
+    p.add_argument("-a", "--auth", metavar="USER:PASSWORD", help="registry login")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("registry-info", help="show the registry's name and version")
+    c.set_defaults(func=cmd_registry_info)
+
+    c = sub.add_parser("init", help="create and register a new archive")
+    c.add_argument("directory")
+    c.add_argument("-n", "--name", help="archive name (default: directory name)")
+    c.add_argument("-u", "--umask", type=_umask, default=0o002, help="octal umask")
+    c.add_argument("-g", "--group", help="group owning the archive's files")
+    c.add_argument("--shared", action="store_true", help="record no owner")
+    c.set_defaults(func=cmd_init)
+
+    c = sub.add_parser("deposit", help="register files and move them into an archive")
+    c.add_argument("archive")
+    c.add_argument("files", nargs="*")
+    c.add_argument("-d", "--dtype", required=True, help="registered datatype")
+    c.add_argument(
+        "-k",
+        dest="metadata",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata (JSON values); repeatable",
+    )
+    c.add_argument("-H", "--hash", action="store_true", help="register sha1 hashes")
+    c.add_argument("-A", "--auto-id", action="store_true", help="registry assigns ids")
+    c.add_argument("-j", "--json", action="store_true", help="JSON lines output")
+    c.add_argument("-y", "--dry-run", action="store_true", help="check, change nothing")
+    c.add_argument("--keep", action="store_true", help="copy, leave the sources")
+    c.add_argument("-@", dest="stdin", action="store_true", help="file names on stdin")
+    c.set_defaults(func=cmd_deposit)
+
+    c = sub.add_parser("locate", help="print the archived path of each id")
+    c.add_argument("ids", nargs="+")
+    c.add_argument("-0", dest="null", action="store_true", help="NUL-separated")
+    c.set_defaults(func=cmd_locate)
+
+    c = sub.add_parser("info", help="print the registry record of each id (JSON)")
+    c.add_argument("ids", nargs="+")
+    c.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("search", help="list resources matching filters")
+    c.add_argument("name", nargs="?", help="substring of the id")
+    c.add_argument("-d", "--dtype", help="datatype (exact)")
+    c.add_argument("-H", "--hash", dest="sha1", help="sha1 of the content")
+    c.add_argument("-n", "--archive", help="archive name")
+    c.add_argument(
+        "-k",
+        dest="equal",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata equals",
+    )
+    c.add_argument(
+        "-K",
+        dest="differ",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata differs",
+    )
+    c.add_argument("-j", "--json", action="store_true", help="JSON lines output")
+    c.set_defaults(func=cmd_search)
+
+    c = sub.add_parser("verify", help="find the registered resource of each file")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("dtype", help="list or add datatypes")
+    dsub = c.add_subparsers(dest="dtype_command", metavar="ACTION", required=True)
+    d = dsub.add_parser("list", help="list datatypes")
+    d.set_defaults(func=cmd_dtype_list)
+    d = dsub.add_parser("add", help="add a datatype")
+    d.add_argument("name")
+    d.add_argument("content_type")
+    d.add_argument("-e", "--extension", help="default file extension")
+    d.set_defaults(func=cmd_dtype_add)
+
+    c = sub.add_parser("archive", help="list archives")
+    asub = c.add_subparsers(dest="archive_command", metavar="ACTION", required=True)
+    a = asub.add_parser("list", help="list registered archives")
+    a.set_defaults(func=cmd_archive_list)
+    return p
+
+
+# -- commands -------------------------------------------------------------------
+def _out(text: str, end: str = "\n") -> None:
+    sys.stdout.write(text + end)
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"{PROG}: {text}\n")
+
+
+def cmd_registry_info(args: argparse.Namespace) -> int:
+    from nbank_core.api import registry_info
+
+    _out(json.dumps(registry_info(args.reg), indent=2))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from nbank_core.api import init_archive
+
+    cfg = init_archive(
+        args.directory,
+        registry=args.reg,
+        name=args.name,
+        umask=args.umask,
+        group=args.group,
+        shared=args.shared,
+    )
+    _err(f"initialized archive '{cfg.path}' in registry {cfg.registry}")
+    _out(str(cfg.path))
+    return 0
+
+
+def cmd_deposit(args: argparse.Namespace) -> int:
+    from nbank_core.archive import read_config
+    from nbank_core.transaction import deposit
+
+    files = list(args.files)
+    if args.stdin:
+        files += [line.strip() for line in sys.stdin if line.strip()]
+    if not files:
+        raise UsageError("deposit: no files given")
+    cfg = read_config(args.archive)
+    if args.registry and args.registry.rstrip("/") != cfg.registry.rstrip("/"):
+        raise UsageError(
+            f"the archive is registered in {cfg.registry}, not {args.registry}; "
+            "drop -r to use the archive's registry"
+        )
+    from nbank_core.config import Settings
+
+    settings = Settings.from_env(registry=cfg.registry, auth=args.auth)
+    progress = _Progress(len(files)) if sys.stderr.isatty() and len(files) > 1 else None
+    failed = 0
+
+    def report(r: Any) -> None:
+        nonlocal failed
+        if progress is not None:
+            progress.step()
+        if not r.ok:
+            failed += 1
+            _err(f"{r.source}: {r.error}")
+        elif r.error:
+            _err(f"{r.source}: {r.error}")
+        if args.json:
+            _out(json.dumps(r.as_dict()))
+        elif r.ok:
+            _out(f"{r.id or '(auto)'}\t{r.path}")
+
+    with settings.open() as reg:
+        deposit(
+            cfg,
+            files,
+            dtype=args.dtype,
+            metadata=dict(args.metadata),
+            hash=args.hash,
+            auto_id=args.auto_id,
+            registry=reg,
+            dry_run=args.dry_run,
+            keep_source=args.keep,
+            on_result=report,
+        )
+    if progress is not None:
+        progress.done()
+    if failed:
+        _err(f"{failed} of {len(files)} files were not deposited")
+    return 1 if failed else 0
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    from nbank_core.api import open_registry_from
+    from nbank_core.errors import NbankError
+    from nbank_core.ids import parse_identifier
+    from nbank_core.resolve import Resolver
+
+    status = 0
+    with open_registry_from(args.reg) as reg:
+        resolver = Resolver(reg)
+        idents = [parse_identifier(i)[1] for i in args.ids]
+        found = resolver.locate_many(idents)
+        for ident in idents:
+            loc = found.get(ident)
+            try:
+                if loc is None:
+                    from nbank_core.errors import NotFound
+
+                    raise NotFound(f"'{ident}' is not registered in {reg.url}")
+                _out(str(loc.require_path()), end="\0" if args.null else "\n")
+            except NbankError as err:
+                _err(str(err))
+                status = 1
+    return status
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from nbank_core.api import open_registry_from
+    from nbank_core.ids import parse_identifier
+
+    idents = [parse_identifier(i)[1] for i in args.ids]
+    with open_registry_from(args.reg) as reg:
+        found = reg.get_resources(idents)
+    status = 0
+    for ident in idents:
+        if ident in found:
+            _out(json.dumps(found[ident], indent=2))
+        else:
+            _err(f"'{ident}' is not registered")
+            status = 1
+    return status
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nbank_core.api import search
+
+    filters: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("name", args.name),
+            ("dtype", args.dtype),
+            ("sha1", args.sha1),
+            ("archive", args.archive),
+        )
+        if v
+    }
+    for k, v in args.equal:
+        filters[f"metadata__{k}"] = v if isinstance(v, str) else json.dumps(v)
+    for k, v in args.differ:
+        filters[f"metadata__{k}__neq"] = v if isinstance(v, str) else json.dumps(v)
+    for record in search(args.reg, **filters):
+        _out(json.dumps(record) if args.json else record["name"])
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from nbank_core.api import open_registry_from, verify
+    from nbank_core.errors import NbankError
+
+    status = 0
+    with open_registry_from(args.reg) as reg:
+        for f in args.files:
+            try:
+                records = verify(f, registry=reg)
+            except NbankError as err:
+                _err(str(err))
+                status = 1
+                continue
+            if records:
+                _out(f"{f}\t{records[0]['name']}")
+            else:
+                _err(f"{f}: no registered resource has this content")
+                status = 1
+    return status
+
+
+def cmd_dtype_list(args: argparse.Namespace) -> int:
+    from nbank_core.api import list_datatypes
+
+    for d in list_datatypes(args.reg):
+        _out(f"{d['name']}\t{d.get('content_type') or ''}\t{d.get('extension') or ''}")
+    return 0
+
+
+def cmd_dtype_add(args: argparse.Namespace) -> int:
+    from nbank_core.api import add_datatype
+
+    d = add_datatype(args.name, args.content_type, args.extension, registry=args.reg)
+    _err(f"added datatype '{d['name']}'")
+    return 0
+
+
+def cmd_archive_list(args: argparse.Namespace) -> int:
+    from nbank_core.api import list_archives
+
+    for a in list_archives(args.reg):
+        _out(f"{a['name']}\t{a['scheme']}\t{a['root']}")
+    return 0
+
+
+class _Progress:
+    def __init__(self, total: int) -> None:
+        self.total, self.n = total, 0
+
+    def step(self) -> None:
+        self.n += 1
+        sys.stderr.write(f"\r{PROG}: deposited {self.n}/{self.total}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        sys.stderr.write("\n")
+
+
+# -- entry point ----------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``nbank`` with ``argv``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        from nbank_core.config import Settings
+
+        if args.func is not cmd_deposit:
+            args.reg = Settings.from_env(registry=args.registry, auth=args.auth).open()
+        else:
+            args.reg = None
+        try:
+            return args.func(args)
+        finally:
+            if args.reg is not None:
+                args.reg.close()
+            sys.stdout.flush()
+    except UsageError as err:
+        _err(str(err))
+        return 2
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place errors become exit codes
+        if args.debug:
+            raise
+        _err(_one_line(err))
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    from nbank_core.errors import NbankError
+
+    if isinstance(err, NbankError):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:
+        name = f": '{err.filename}'" if err.filename else ""
+        return f"{err.strerror}{name}"
+    return f"unexpected error ({type(err).__name__}: {err}); rerun with --debug"
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

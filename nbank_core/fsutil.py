@@ -1,0 +1,95 @@
+"""Atomic file operations: temp file in the destination directory, fsync, publish.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> atomic_write_text(d / "a.txt", "hello\\n")
+>>> (d / "a.txt").read_text()
+'hello\\n'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = [
+    "atomic_write_text",
+    "fsync_dir",
+    "fsync_path",
+    "same_filesystem",
+]
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Makes a directory's entries (new names, removed names) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Makes a file's data durable (directories: every file inside, then the dir)."""
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        for sub, _dirs, files in os.walk(p):
+            for f in files:
+                fsync_path(os.path.join(sub, f))
+            fsync_dir(sub)
+        return
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def same_filesystem(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True if ``a`` and ``b`` are on one filesystem (a rename between them works)."""
+    return os.lstat(a).st_dev == os.stat(b).st_dev
+
+
+def atomic_write_text(
+    path: str | os.PathLike[str],
+    text: str,
+    *,
+    mode: int = 0o644,
+    gid: int = -1,
+    overwrite: bool = False,
+) -> None:
+    """Writes ``text`` to ``path`` through a temp file in the same directory.
+
+    The temp file is fsynced, given ``mode`` (and group ``gid``), then published:
+    with ``overwrite`` by rename, otherwise by a no-clobber link that raises
+    FileExistsError if ``path`` appeared meanwhile. The temp file never survives.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
+            fp.write(text)
+            fp.flush()
+            os.fchmod(fp.fileno(), mode)
+            if gid != -1:
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fp.fileno(), -1, gid)
+            os.fsync(fp.fileno())
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except OSError as err:
+                if err.errno == errno.EEXIST:
+                    raise FileExistsError(
+                        errno.EEXIST, f"'{target}' already exists", str(target)
+                    ) from None
+                raise
+        fsync_dir(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-e", "--extension", help="default file extension")
     d.set_defaults(func=cmd_dtype_add)
 
+    c = sub.add_parser("check", help="check an archive against its registry")
+    c.add_argument("archive")
+    c.add_argument("--fix", action="store_true", help="repair what can be repaired")
+    c.add_argument("--fast", action="store_true", help="hash only changed files")
+    c.add_argument("-j", "--json", action="store_true", help="JSON lines output")
+    c.set_defaults(func=cmd_check)
+
     c = sub.add_parser("archive", help="list archives")
     asub = c.add_subparsers(dest="archive_command", metavar="ACTION", required=True)
     a = asub.add_parser("list", help="list registered archives")
@@ -231,45 +238,57 @@ def cmd_deposit(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_locate(args: argparse.Namespace) -> int:
+def _by_registry(args: argparse.Namespace, lookup: Any) -> list[tuple[str, Any, str]]:
+    """Looks up ``args.ids`` in bulk with ``lookup(registry, ids) -> {id: value}``,
+    each id in the registry its written form names (a full URL names its own, other
+    forms the default). Returns ``(id, value or None, registry url)`` in order."""
     from nbank_core.api import open_registry_from
-    from nbank_core.errors import NbankError
     from nbank_core.ids import parse_identifier
+
+    default = args.reg.url.rstrip("/")
+    keyed = []
+    for text in args.ids:
+        base, ident = parse_identifier(text)
+        keyed.append(
+            (None if base is None or base.rstrip("/") == default else base, ident)
+        )
+    answers: dict[tuple[str | None, str], tuple[Any, str]] = {}
+    for base in dict.fromkeys(b for b, _ in keyed):
+        idents = [i for b, i in keyed if b == base]
+        with open_registry_from(base or args.reg, args.auth) as reg:
+            values = lookup(reg, idents)
+            for ident in idents:
+                answers[base, ident] = (values.get(ident), reg.url)
+    return [(ident, *answers[base, ident]) for base, ident in keyed]
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    from nbank_core.errors import NbankError
     from nbank_core.resolve import Resolver
 
     status = 0
-    with open_registry_from(args.reg) as reg:
-        resolver = Resolver(reg)
-        idents = [parse_identifier(i)[1] for i in args.ids]
-        found = resolver.locate_many(idents)
-        for ident in idents:
-            loc = found.get(ident)
-            try:
-                if loc is None:
-                    from nbank_core.errors import NotFound
-
-                    raise NotFound(f"'{ident}' is not registered in {reg.url}")
-                _out(str(loc.require_path()), end="\0" if args.null else "\n")
-            except NbankError as err:
-                _err(str(err))
+    found = _by_registry(args, lambda reg, idents: Resolver(reg).locate_many(idents))
+    for ident, loc, url in found:
+        try:
+            if loc is None:
+                _err(f"'{ident}' is not registered in {url}")
                 status = 1
+                continue
+            _out(str(loc.require_path()), end="\0" if args.null else "\n")
+        except NbankError as err:
+            _err(str(err))
+            status = 1
     return status
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from nbank_core.api import open_registry_from
-    from nbank_core.ids import parse_identifier
-
-    idents = [parse_identifier(i)[1] for i in args.ids]
-    with open_registry_from(args.reg) as reg:
-        found = reg.get_resources(idents)
     status = 0
-    for ident in idents:
-        if ident in found:
-            _out(json.dumps(found[ident], indent=2))
-        else:
-            _err(f"'{ident}' is not registered")
+    for ident, record, url in _by_registry(args, lambda reg, i: reg.get_resources(i)):
+        if record is None:
+            _err(f"'{ident}' is not registered in {url}")
             status = 1
+        else:
+            _out(json.dumps(record, indent=2))
     return status
 
 
@@ -332,6 +351,27 @@ def cmd_dtype_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from nbank_core.archive import read_config
+    from nbank_core.check import check_archive
+    from nbank_core.config import Settings
+
+    cfg = read_config(args.archive)
+    with Settings.from_env(registry=cfg.registry, auth=args.auth).open() as reg:
+        findings = check_archive(cfg, registry=reg, fix=args.fix, fast=args.fast)
+    for f in findings:
+        if args.json:
+            _out(json.dumps(f.as_dict()))
+        else:
+            where = f.path or f.id or ""
+            action = f"\t{f.action}" if f.action else ""
+            _out(f"{f.kind}\t{where}\t{f.detail}{action}")
+    left = [f for f in findings if not f.fixed]
+    if left:
+        _err(f"{len(left)} problem(s) found in {cfg.path}")
+    return 1 if left else 0
+
+
 def cmd_archive_list(args: argparse.Namespace) -> int:
     from nbank_core.api import list_archives
 
@@ -361,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from nbank_core.config import Settings
 
-        if args.func is not cmd_deposit:
+        if args.func not in (cmd_deposit, cmd_check):
             args.reg = Settings.from_env(registry=args.registry, auth=args.auth).open()
         else:
             args.reg = None

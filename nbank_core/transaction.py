@@ -60,9 +60,16 @@ from nbank_core.errors import (
 from nbank_core.fsutil import fsync_dir, fsync_path, same_filesystem
 from nbank_core.registry import Registry, open_registry
 
-__all__ = ["DepositItem", "DepositResult", "deposit"]
+__all__ = [
+    "DepositItem",
+    "DepositResult",
+    "deposit",
+    "parse_staged_name",
+    "staged_name",
+]
 
 _CHUNK = 256  # files made durable and removed from their source per round
+STAGED_MARK = "~"  # never in an id: separates the id from the token in staging/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +304,7 @@ class _Batch:
         staging = cfg.staging_dir
         if not staging.is_dir():
             staging.mkdir(mode=cfg.shard_mode() & 0o777, exist_ok=True)
-        w.staged = staging / f"{uuid.uuid4().hex[:12]}-{src.name}"
+        w.staged = staging / staged_name(w.result.id, w.suffix)
         same_fs = same_filesystem(src, staging)
         if same_fs and not self.keep_source:
             if w.is_dir:
@@ -468,6 +475,22 @@ class _Batch:
         for d in sources:
             with contextlib.suppress(OSError):
                 fsync_dir(d)
+
+
+def staged_name(name: str | None, suffix: str) -> str:
+    """The name of a deposit's entry in ``staging/``: ``<id>~<token><suffix>``
+    (``auto~...`` before the registry names it), so ``nbank check --fix`` can tell
+    which resource an interrupted deposit was for."""
+    return f"{name or 'auto'}{STAGED_MARK}{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def parse_staged_name(entry: str) -> tuple[str | None, str]:
+    """Returns ``(id or None, suffix)`` from a staging entry's name."""
+    name, mark, rest = entry.partition(STAGED_MARK)
+    if not mark or name == "auto":
+        return None, ""
+    dot = rest.find(".")
+    return name, rest[dot:] if dot >= 0 else ""
 
 
 def _stem(path: Path) -> str:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -20,6 +20,17 @@ PROG = "nbank"
 
 class UsageError(Exception):
     """A command line that cannot be carried out as written (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (exit 2), pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        _err(
+            f"{self.prog.removeprefix(PROG + ' ') or 'usage'}: {message} "
+            f"(see '{self.prog} --help')"
+        )
+        sys.exit(2)
 
 
 def _kv(text: str) -> tuple[str, Any]:
@@ -42,7 +53,7 @@ def _umask(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from nbank_core import __version__
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=PROG, description="Register and archive the resources of experiments."
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -54,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-a", "--auth", metavar="USER:PASSWORD", help="registry login")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
     c = sub.add_parser("registry-info", help="show the registry's name and version")
     c.set_defaults(func=cmd_registry_info)
@@ -157,7 +170,10 @@ def _out(text: str, end: str = "\n") -> None:
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(f"{PROG}: {text}\n")
+    """One diagnostic line, whatever the message holds (file names may hold
+    newlines or control characters)."""
+    safe = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+    sys.stderr.write(f"{PROG}: {safe}\n")
 
 
 def cmd_registry_info(args: argparse.Namespace) -> int:
@@ -210,9 +226,8 @@ def cmd_deposit(args: argparse.Namespace) -> int:
             progress.step()
         if not r.ok:
             failed += 1
-            _err(f"{r.source}: {r.error}")
-        elif r.error:
-            _err(f"{r.source}: {r.error}")
+        if r.error:
+            _err(r.error if str(r.source) in r.error else f"{r.source}: {r.error}")
         if args.json:
             _out(json.dumps(r.as_dict()))
         elif r.ok:
@@ -233,7 +248,7 @@ def cmd_deposit(args: argparse.Namespace) -> int:
         )
     if progress is not None:
         progress.done()
-    if failed:
+    if failed and len(files) > 1:
         _err(f"{failed} of {len(files)} files were not deposited")
     return 1 if failed else 0
 
@@ -398,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``nbank`` with ``argv``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.auth:
+        _hide_password(args.auth)
     try:
         from nbank_core.config import Settings
 
@@ -426,6 +443,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _err(_one_line(err))
         return 1
+
+
+def _hide_password(auth: str) -> None:
+    """Rewrites the process title so ``ps`` does not show the password of
+    ``-a user:password`` (prefer ``NBANK_AUTH`` or ``~/.netrc``: the title is
+    only rewritten once the command has started)."""
+    import setproctitle
+
+    user = auth.partition(":")[0]
+    title = [a.replace(auth, f"{user}:***") for a in sys.argv]
+    setproctitle.setproctitle(" ".join(title))
 
 
 def _one_line(err: BaseException) -> str:

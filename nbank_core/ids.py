@@ -51,7 +51,7 @@ def validate_id(name: str) -> str:
         raise InvalidIdentifier("invalid identifier: an id cannot be empty")
     if len(name) > MAX_ID_LENGTH:
         raise InvalidIdentifier(
-            f"invalid identifier '{name[:40]}...': {len(name)} characters, "
+            f"invalid identifier {name[:40]!r}...: {len(name)} characters, "
             f"the registry allows at most {MAX_ID_LENGTH}"
         )
     if _ID_RE.fullmatch(name) is None:

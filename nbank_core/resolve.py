@@ -101,10 +101,11 @@ class Resolver:
                 for name, rec in self.registry.get_resources(unlocated).items():
                     records[name] = {**rec, "locations": []}
             shards: dict[Path, dict[str, Path]] = {}
+            fetched = time.monotonic()  # a slow bulk call must not age its answers
             with self._lock:
                 for name, rec in records.items():
                     loc = self._located(name, rec, shards)
-                    self._cache[name] = (now, loc)
+                    self._cache[name] = (fetched, loc)
                     found[name] = loc
         return found
 

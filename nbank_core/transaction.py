@@ -119,6 +119,7 @@ class _Work:
     moved: bool = False  # the source itself was renamed into staging
     linked: bool = False  # the staged name is a hard link to the source
     saved_mode: tuple[int, int] | None = None
+    stamp: tuple[int, int] | None = None  # (size, mtime_ns) when it was hashed
 
 
 def deposit(
@@ -207,7 +208,7 @@ class _Batch:
             f if isinstance(f, DepositItem) else DepositItem(Path(f)) for f in files
         ]
         works = [_Work(i, DepositResult(Path(i.source))) for i in items]
-        named = [w.item.name or _stem(w.item.source) for w in works]
+        named = [_item_name(w.item) for w in works]
         if not self.auto_id:
             valid = [n for n in named if n and _valid(n)]
             self.taken = self.reg.get_resources(valid) if valid else {}
@@ -245,6 +246,7 @@ class _Batch:
     def _prepare(self, w: _Work) -> None:
         src, res = Path(w.item.source), w.result
         st = os.lstat(src)  # FileNotFoundError names the path
+        w.stamp = (st.st_size, st.st_mtime_ns)
         if stat.S_ISLNK(st.st_mode):
             raise PolicyError(f"'{src}' is a symbolic link; deposit the file it names")
         w.is_dir = stat.S_ISDIR(st.st_mode)
@@ -259,7 +261,7 @@ class _Batch:
         if self.auto_id:
             res.id = ids.uuid_id() if self.cfg.auto_id_type == "uuid" else None
         else:
-            res.id = ids.validate_id(w.item.name or _stem(src))
+            res.id = ids.validate_id(_item_name(w.item))
         if self.hash or w.is_dir:
             res.sha1 = hashing.sha1_path(src)
         if res.id is None:
@@ -385,6 +387,11 @@ class _Batch:
                 shard.mkdir(mode=cfg.shard_mode() & 0o777, exist_ok=True)
                 _set_owner_mode(shard, cfg.uid_gid(), cfg.shard_mode())
             st = os.lstat(w.staged)
+            if w.linked and (st.st_size, st.st_mtime_ns) != w.stamp:
+                raise IntegrityError(
+                    f"'{w.item.source}' changed while it was being deposited; its "
+                    "registration was withdrawn. Deposit it again once it is complete"
+                )
             w.saved_mode = (st.st_mode, st.st_gid)
             self._apply_policy(w.staged, w.is_dir)
             if w.is_dir:
@@ -397,6 +404,8 @@ class _Batch:
                 os.link(w.staged, target, follow_symlinks=False)
         except (NbankError, OSError) as err:
             self._withdraw(res.id)
+            if isinstance(err, NbankError):
+                raise
             if isinstance(err, FileExistsError):
                 raise AlreadyExists(
                     f"'{target}' appeared while depositing '{res.id}'; its "
@@ -491,6 +500,12 @@ def parse_staged_name(entry: str) -> tuple[str | None, str]:
         return None, ""
     dot = rest.find(".")
     return name, rest[dot:] if dot >= 0 else ""
+
+
+def _item_name(item: DepositItem) -> str:
+    """The id an item asks for: its name if given (even an empty one, which is then
+    refused), else the file's stem."""
+    return item.name if item.name is not None else _stem(item.source)
 
 
 def _stem(path: Path) -> str:

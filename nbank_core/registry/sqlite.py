@@ -134,7 +134,10 @@ class SqliteRegistry(Registry):
         """The row id of a named record; raises NotFound."""
         row = _row(conn, f"SELECT id FROM {table} WHERE name = ?", name)  # noqa: S608
         if row is None:
-            raise NotFound(f"no such {what} '{name}' in {self.url}")
+            raise NotFound(
+                f"no such {what} '{name}' in {self.url}: register it first, or check "
+                "the spelling"
+            )
         return row[0]
 
     # -- the registry, datatypes, archives ---------------------------------------

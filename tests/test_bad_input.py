@@ -234,3 +234,16 @@ def test_a_file_changing_between_hash_and_publish(embedded, tmp_path):
     assert src.read_text() == "first version and then some"
     assert list((embedded.path / "resources").rglob("*.txt")) == []
     assert list((embedded.path / "staging").iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["garbage", "parent-is-a-file"])
+def test_a_damaged_embedded_registry_is_one_clear_line(tmp_path, damage):
+    if damage == "garbage":
+        db = tmp_path / "registry.sqlite"
+        db.write_bytes(b"this is not a database" * 100)
+    else:
+        (tmp_path / "file").write_text("x")
+        db = tmp_path / "file" / "registry.sqlite"
+    code, _, err = nbank("-r", f"sqlite://{db}", "dtype", "list")
+    assert_one_error_line(code, err)
+    assert str(db) in err

@@ -154,6 +154,16 @@ class Database:
                 "and on a local disk; if another process held it for over "
                 f"{self.timeout:g} s, try again"
             ) from err
+        except sqlite3.DatabaseError as err:
+            raise RegistryError(
+                f"{self.label} is damaged or is not a neurobank registry ({err}); "
+                "restore it from a backup or point NBANK_REGISTRY elsewhere"
+            ) from err
+        except OSError as err:
+            raise RegistryError(
+                f"cannot open the registry {self.label}: {err.strerror or err}; "
+                "check that its directory can be created and written"
+            ) from err
 
     def close(self) -> None:
         """Closes every connection; they reopen if the database is used again (an

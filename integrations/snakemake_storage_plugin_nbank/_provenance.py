@@ -1,0 +1,78 @@
+"""Provenance recorded in the metadata of every output the plugin deposits.
+
+- ``snakemake_version``: the Snakemake that ran the job;
+- ``snakemake_rule``: the rule's name;
+- ``snakemake_inputs``: the ids of the job's ``nbank`` inputs, in order (an input
+  from another registry is written as its full identifier URL). Local files and
+  other storage providers are not recorded.
+
+The job is found in the DAG of the running workflow (Snakemake's module global
+``snakemake.workflow.workflow``) by the output's local path; where there is none (a
+storage object used outside a workflow) only the version is recorded.
+
+>>> sorted(JobIndex().provenance(object(), "sqlite:///r.sqlite"))
+['snakemake_version']
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from importlib import metadata
+from typing import Any
+
+from nbank_core import full_url
+
+__all__ = ["JobIndex", "snakemake_version"]
+
+
+@functools.cache
+def snakemake_version() -> str:
+    """The installed Snakemake's version."""
+    try:
+        return metadata.version("snakemake")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class JobIndex:
+    """Finds the job that makes an output, indexing the DAG's outputs once (and
+    again only when the DAG has grown)."""
+
+    def __init__(self) -> None:
+        self._by_output: dict[str, Any] = {}
+        self._size = -1
+
+    def job_of(self, path: str) -> Any:
+        """The job of the running workflow with the output ``path``, or None."""
+        workflow = getattr(sys.modules.get("snakemake.workflow"), "workflow", None)
+        dag = getattr(workflow, "dag", None)
+        if dag is None:
+            return None
+        job = self._by_output.get(path)
+        if job is None and len(dag.jobs) != self._size:
+            self._size = len(dag.jobs)
+            self._by_output = {str(f): j for j in dag.jobs for f in j.output}
+            job = self._by_output.get(path)
+        return job
+
+    def provenance(self, obj: Any, registry_url: str) -> dict[str, Any]:
+        """Metadata describing the job that made the output of storage object
+        ``obj``; ``registry_url`` is the registry the output goes to."""
+        meta: dict[str, Any] = {"snakemake_version": snakemake_version()}
+        local_path = getattr(obj, "local_path", None)
+        job = self.job_of(str(local_path())) if local_path is not None else None
+        if job is None:
+            return meta
+        meta["snakemake_rule"] = job.rule.name
+        inputs = []
+        for f in job.input:
+            so = f.storage_object if getattr(f, "is_storage", False) else None
+            ident = getattr(so, "nbank_id", None)
+            if ident is None:
+                continue
+            url = so.provider.registry_url
+            same = url.rstrip("/") == registry_url.rstrip("/")
+            inputs.append(ident if same else full_url(url, ident))
+        meta["snakemake_inputs"] = inputs
+        return meta

@@ -138,7 +138,7 @@ class _Checker:
             record = records.get(ident) if ident else None
             if record is not None and ident not in files:
                 self._complete(f, entry, ident, suffix, record, files)
-            elif record is not None or _has_other_link(entry):
+            elif record is not None or _never_only_copy(entry):
                 _remove(entry)
                 f.fixed, f.action = (
                     True,
@@ -273,11 +273,13 @@ def _walk(path: Path) -> Iterator[Path]:
                 yield Path(d) / n
 
 
-def _has_other_link(path: Path) -> bool:
-    """True for a staged hard link whose inode still has another name (the
-    source): removing the staged name loses nothing."""
-    st = os.lstat(path)
-    return not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1
+def _never_only_copy(path: Path) -> bool:
+    """True for a staged file (a hard link to its source, or a copy, complete or
+    cut short): a deposit removes a source only after publishing its file, which
+    it registers first, so an unregistered staged file is never a source's only
+    copy and removing it loses nothing. A directory may have been renamed into
+    staging from its source, so it is kept."""
+    return not stat.S_ISDIR(os.lstat(path).st_mode)
 
 
 def _remove(path: Path) -> None:

@@ -41,6 +41,7 @@ import errno
 import os
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,7 @@ from nbank_core.errors import (
     NbankError,
     NotFound,
     PolicyError,
+    RegistryUnavailable,
 )
 from nbank_core.fsutil import fsync_dir, fsync_path, same_filesystem
 from nbank_core.registry import Registry, open_registry
@@ -68,7 +70,8 @@ __all__ = [
     "staged_name",
 ]
 
-_CHUNK = 256  # files made durable and removed from their source per round
+_CHUNK = 1024  # files made durable and removed from their source per round
+PUBLISH_WAIT = 10.0  # seconds to wait for a concurrent deposit of the same content
 STAGED_MARK = "~"  # never in an id: separates the id from the token in staging/
 
 
@@ -119,6 +122,7 @@ class _Work:
     moved: bool = False  # the source itself was renamed into staging
     linked: bool = False  # the staged name is a hard link to the source
     saved_mode: tuple[int, int] | None = None
+    adopted: bool = False  # its record exists already, with this content, nowhere
     stamp: tuple[int, int] | None = None  # (size, mtime_ns) when it was hashed
 
 
@@ -218,7 +222,7 @@ class _Batch:
             for start in range(0, len(works), _CHUNK):
                 chunk = works[start : start + _CHUNK]
                 list(pool.map(self._one, chunk))
-                self._finish(chunk)
+                self._finish(chunk, pool)
                 for w in chunk:
                     results.append(w.result)
                     if self.on_result is not None:
@@ -268,11 +272,17 @@ class _Batch:
             return
         target = self.cfg.resource_path(res.id, w.suffix)
         record = self.taken.get(res.id)
-        if record is not None:
+        w.adopted = record is not None and _dangling(record, res.sha1)
+        if record is not None and not w.adopted:
             self._already(w, record)
         elif any(
             os.path.lexists(p) for p in (target, *self.cfg.candidate_paths(res.id))
         ):
+            if self.exist_ok:  # registered and published since the batch began?
+                latest = self.reg.get_resources([res.id]).get(res.id)
+                if latest is not None:
+                    self._already(w, latest)
+                    return
             raise AlreadyExists(
                 f"'{target.parent}' already holds a file for '{res.id}' that the "
                 "registry does not know; run 'nbank check' on the archive"
@@ -294,6 +304,12 @@ class _Batch:
                 "immutable: deposit the new content under a new id"
             )
         found = self.cfg.find_file(res.id, record.get("filename"))
+        waited = 0.0
+        while found is None and waited < PUBLISH_WAIT:
+            # another process registered this content and is publishing it now
+            time.sleep(0.05)
+            waited += 0.05
+            found = self.cfg.find_file(res.id, record.get("filename"))
         if found is None:
             raise NotFound(
                 f"'{res.id}' is registered with this content but its file is missing "
@@ -359,19 +375,27 @@ class _Batch:
     def _register(self, w: _Work) -> None:
         res = w.result
         meta = {**self.metadata, **(w.item.metadata or {})}
+        if w.adopted:  # a registration cut short before: give its record a place
+            self.reg.add_location(res.id, self.archive_name)
+            return
         try:
             record = self.reg.add_resource(
                 res.id, self.dtype, self.archive_name, sha1=res.sha1, metadata=meta
             )
-        except AlreadyExists as err:
-            if not (self.exist_ok and res.id is not None):
+        except (AlreadyExists, RegistryUnavailable) as err:
+            # another process may have registered this name at the same moment
+            # (django-neurobank may answer such a race with a 500)
+            if res.id is None:
                 raise
-            # another process may have registered the same content since the
-            # batch began; if the name is free it was the sha1 that was taken
             try:
                 record = self.reg.get_resource(res.id)
             except NotFound:
-                raise err from None
+                raise err from None  # the name is free: the sha1 was taken, or down
+            if not self.exist_ok:
+                raise AlreadyExists(
+                    f"'{res.id}' is already registered in {self.reg.url} (by another "
+                    "deposit at the same time); choose another name"
+                ) from None
             self._already(w, record)
             self._unstage(w)
             return
@@ -400,10 +424,9 @@ class _Batch:
                 os.rename(w.staged, target)
                 w.staged, w.moved = None, False
             else:
-                fsync_path(w.staged)
                 os.link(w.staged, target, follow_symlinks=False)
         except (NbankError, OSError) as err:
-            self._withdraw(res.id)
+            self._withdraw(res.id, w.adopted)
             if isinstance(err, NbankError):
                 raise
             if isinstance(err, FileExistsError):
@@ -416,14 +439,18 @@ class _Batch:
                 "registration was withdrawn and the source left in place"
             ) from err
         except BaseException:
-            self._withdraw(res.id)
+            self._withdraw(res.id, w.adopted)
             raise
         res.path = target
 
-    def _withdraw(self, name: str) -> None:
-        """Deletes a record whose file could not be published."""
+    def _withdraw(self, name: str, adopted: bool = False) -> None:
+        """Deletes a record whose file could not be published (an adopted record
+        loses only the location this deposit gave it)."""
         try:
-            self.reg.delete_resource(name)
+            if adopted:
+                self.reg.remove_location(name, self.archive_name)
+            else:
+                self.reg.delete_resource(name)
         except NbankError as err:
             raise ArchiveError(
                 f"'{name}' could not be stored and its registration could not be "
@@ -460,11 +487,12 @@ class _Batch:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
 
-    def _finish(self, chunk: list[_Work]) -> None:
+    def _finish(self, chunk: list[_Work], pool: ThreadPoolExecutor) -> None:
         """Makes the chunk's new names durable, then removes sources and staging."""
         done = [w for w in chunk if w.result.status == "deposited"]
-        for shard in {w.result.path.parent for w in done if w.result.path}:
-            fsync_dir(shard)
+        shards = {w.result.path.parent for w in done if w.result.path}
+        # concurrent fsyncs of many directories share journal commits
+        list(pool.map(fsync_dir, shards))
         sources: set[Path] = set()
         for w in done:
             if w.staged is not None:
@@ -511,6 +539,18 @@ def _item_name(item: DepositItem) -> str:
 def _stem(path: Path) -> str:
     p = Path(path)
     return p.stem if p.suffix else p.name
+
+
+def _dangling(record: Mapping[str, Any], sha1: str | None) -> bool:
+    """True for a record of this very content located nowhere: a registration cut
+    short (django-neurobank creates a resource, then its location, in two steps),
+    which depositing the file again completes instead of failing on the name."""
+    return (
+        sha1 is not None
+        and record.get("sha1") == sha1
+        and "locations" in record
+        and not record["locations"]
+    )
 
 
 def _valid(name: str) -> bool:

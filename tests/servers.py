@@ -230,6 +230,8 @@ def start_django_registry(
     workers: int = 2,
     threads: int = 4,
     postgres_dsn: Mapping[str, object] | None = None,
+    port: int | None = None,
+    superuser: tuple[str, str] | None = None,
 ) -> DjangoRegistry:
     """Writes a Django site into ``workdir``, migrates it, creates a superuser and
     serves it with gunicorn (gthread) on a free loopback port.
@@ -237,12 +239,16 @@ def start_django_registry(
     ``hasher="md5"`` makes Basic auth cheap; anything else keeps Django's default
     PBKDF2. ``database="postgres"`` needs ``postgres_dsn`` (``NAME``, ``USER``,
     ``HOST``, ``PORT`` and optionally ``PASSWORD``) of a running server.
+
+    To restart a stopped server on its database, pass its ``workdir``, ``port``
+    (its URL stays valid) and ``superuser=server.auth`` (the account is kept, its
+    password set, instead of a new one created).
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     _write_site(workdir, _settings(workdir, page_size, database, hasher, postgres_dsn))
     log_path = workdir / "server.log"
-    username, password = "nbank-admin", secrets.token_urlsafe(16)
+    username, password = superuser or ("nbank-admin", secrets.token_urlsafe(16))
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
@@ -251,18 +257,26 @@ def start_django_registry(
         "DJANGO_SETTINGS_MODULE": f"{SITE_PACKAGE}.settings",
     }
     _django(["migrate", "--no-input", "-v", "0"], env, log_path)
-    _django(
-        [
-            "shell",
-            "-c",
+    create = (
+        "import os; from django.contrib.auth.models import User; "
+        "User.objects.create_superuser(os.environ['NBANK_TEST_USER'], "
+        "'admin@localhost', os.environ['NBANK_TEST_PASSWORD'])"
+    )
+    if superuser is not None:  # a restart: the account may exist already
+        create = (
             "import os; from django.contrib.auth.models import User; "
-            "User.objects.create_superuser(os.environ['NBANK_TEST_USER'], "
-            "'admin@localhost', os.environ['NBANK_TEST_PASSWORD'])",
-        ],
+            "u = User.objects.filter(username=os.environ['NBANK_TEST_USER']).first()"
+            "\nif u is None: User.objects.create_superuser("
+            "os.environ['NBANK_TEST_USER'], 'admin@localhost', "
+            "os.environ['NBANK_TEST_PASSWORD'])"
+            "\nelse: u.set_password(os.environ['NBANK_TEST_PASSWORD']); u.save()"
+        )
+    _django(
+        ["shell", "-c", create],
         {**env, "NBANK_TEST_USER": username, "NBANK_TEST_PASSWORD": password},
         log_path,
     )
-    port = free_port()
+    port = port or free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -176,3 +176,28 @@ def test_keep_source_copies(archive, tmp_path, uniq):
     assert r.ok and src.read_bytes() == b"keep"
     assert src.stat().st_ino != r.path.stat().st_ino
     assert stat.S_IMODE(src.stat().st_mode) & 0o200  # the source keeps its mode
+
+
+def test_racing_deposits_of_the_same_content_agree(archive, tmp_path, uniq):
+    """Eight deposits of one output at once (as engines on a shared filesystem
+    do): one deposits, the others see it exists; none fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = f"race{uniq}"
+    srcs = [
+        _write(tmp_path / f"w{i}" / "out.txt", b"same " + uniq.encode())
+        for i in range(8)
+    ]
+
+    def one(src):
+        return dep(
+            archive, [DepositItem(src, name=name)], keep_source=True, exist_ok=True
+        )[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, srcs))
+    assert sorted(r.status for r in results) == ["deposited"] + ["exists"] * 7, [
+        r.error for r in results
+    ]
+    assert len({r.path for r in results}) == 1
+    assert archive.registry.get_resource(name)["locations"] == [f"arch-{uniq}"]

@@ -144,7 +144,14 @@ class Database:
             self._shared = shared  # an in-memory database lives in its connection
         try:
             with self._lock if self.memory else contextlib.nullcontext():
-                conn = self._connection()
+                try:
+                    conn = self._connection()
+                except OSError as err:  # e.g. its directory cannot be made
+                    raise RegistryError(
+                        f"cannot open the registry {self.label}: "
+                        f"{err.strerror or err}; check that its directory can be "
+                        "created and written"
+                    ) from err
                 with _transaction(conn, write):
                     yield conn
         except sqlite3.OperationalError as err:
@@ -158,11 +165,6 @@ class Database:
             raise RegistryError(
                 f"{self.label} is damaged or is not a neurobank registry ({err}); "
                 "restore it from a backup or point NBANK_REGISTRY elsewhere"
-            ) from err
-        except OSError as err:
-            raise RegistryError(
-                f"cannot open the registry {self.label}: {err.strerror or err}; "
-                "check that its directory can be created and written"
             ) from err
 
     def close(self) -> None:

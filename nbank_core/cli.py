@@ -412,7 +412,17 @@ class _Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``nbank`` with ``argv``; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # 'deposit ARCHIVE -d DTYPE FILE...': argparse gives the files list its (empty)
+    # share before the option, so files after it come back as extras
+    if (
+        extra
+        and args.command == "deposit"
+        and not any(e.startswith("-") for e in extra)
+    ):
+        args.files += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.auth:
         _hide_password(args.auth)
     try:

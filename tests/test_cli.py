@@ -190,3 +190,22 @@ def test_version_starts_fast_enough_to_call_often():
     code = "import sys, nbank_core.cli; print(sorted(m for m in ('requests', 'sqlite3', 'nbank_core.transaction') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_options_may_come_between_the_archive_and_the_files(archive, tmp_path, uniq):
+    files = [tmp_path / f"mix{uniq}_{i}.txt" for i in range(2)]
+    for f in files:
+        f.write_text(f.name)
+    out = run(
+        ["deposit", str(archive.path), "-d", archive.dtype, *map(str, files)],
+        env=archive.backend.env,
+    ).stdout
+    assert [line.split("\t")[0] for line in out.splitlines()] == [f.stem for f in files]
+    assert (
+        run(
+            ["deposit", str(archive.path), "-d", archive.dtype, "--bogus", "x"],
+            env=archive.backend.env,
+            check=False,
+        ).returncode
+        == 2
+    )

@@ -36,17 +36,20 @@ def _staging_empty(archive) -> bool:
 
 
 def test_files_move_into_the_archive_and_are_registered(archive, tmp_path, uniq):
-    srcs = [_write(tmp_path / "in" / f"u{uniq}_{i}.wav", b"%d" % i) for i in range(5)]
+    srcs = [
+        _write(tmp_path / "in" / f"u{uniq}_{i}.wav", b"%d %s" % (i, uniq.encode()))
+        for i in range(5)
+    ]
     results = dep(archive, srcs, metadata={"site": 3})
     assert [r.status for r in results] == ["deposited"] * 5
     for i, (src, r) in enumerate(zip(srcs, results, strict=True)):
         assert not src.exists()
         assert r.path == archive.cfg.resource_path(r.id, ".wav")
-        assert r.path.read_bytes() == b"%d" % i
+        assert r.path.read_bytes() == b"%d %s" % (i, uniq.encode())
         mode = stat.S_IMODE(r.path.stat().st_mode)
         assert mode & 0o222 == 0 and mode & 0o444 == 0o444  # read-only resources
         record = archive.registry.get_resource(r.id)
-        assert record["sha1"] == hashlib.sha1(b"%d" % i).hexdigest()
+        assert record["sha1"] == hashlib.sha1(b"%d %s" % (i, uniq.encode())).hexdigest()
         assert record["metadata"]["site"] == 3
         assert record["dtype"] == archive.dtype
     assert _staging_empty(archive)
@@ -55,9 +58,9 @@ def test_files_move_into_the_archive_and_are_registered(archive, tmp_path, uniq)
 
 
 def test_a_failed_registration_leaves_the_source_untouched(archive, tmp_path, uniq):
-    first = _write(tmp_path / "a" / f"dup{uniq}.txt", b"one")
+    first = _write(tmp_path / "a" / f"dup{uniq}.txt", b"one" + uniq.encode())
     assert dep(archive, [first])[0].ok
-    again = _write(tmp_path / "b" / f"dup{uniq}.txt", b"two")
+    again = _write(tmp_path / "b" / f"dup{uniq}.txt", b"two" + uniq.encode())
     before = _snapshot(again)
     (result,) = dep(archive, [again])
     assert not result.ok and isinstance(result.exception, AlreadyExists)
@@ -68,7 +71,7 @@ def test_a_failed_registration_leaves_the_source_untouched(archive, tmp_path, un
 
 def test_a_failed_publish_withdraws_the_record(archive, tmp_path, uniq):
     name = f"zz{uniq}"
-    src = _write(tmp_path / f"{name}.txt", b"payload")
+    src = _write(tmp_path / f"{name}.txt", b"payload" + uniq.encode())
     before = _snapshot(src)
     # a plain file where the shard directory must go: publishing cannot succeed
     archive.cfg.shard_dir(name).write_bytes(b"in the way")
@@ -81,8 +84,8 @@ def test_a_failed_publish_withdraws_the_record(archive, tmp_path, uniq):
 
 
 def test_a_batch_goes_on_past_bad_files(archive, tmp_path, uniq):
-    good1 = _write(tmp_path / f"g1{uniq}.txt", b"g1")
-    good2 = _write(tmp_path / f"g2{uniq}.txt", b"g2")
+    good1 = _write(tmp_path / f"g1{uniq}.txt", b"g1" + uniq.encode())
+    good2 = _write(tmp_path / f"g2{uniq}.txt", b"g2" + uniq.encode())
     bad_name = _write(tmp_path / f"bad name{uniq}.txt", b"x")
     link = tmp_path / f"ln{uniq}.txt"
     link.symlink_to(good1)
@@ -103,27 +106,27 @@ def test_a_batch_goes_on_past_bad_files(archive, tmp_path, uniq):
 
 
 def test_same_content_under_the_same_id_is_idempotent(archive, tmp_path, uniq):
-    src = _write(tmp_path / "out.txt", b"result")
+    src = _write(tmp_path / "out.txt", b"result" + uniq.encode())
     item = DepositItem(src, name=f"res{uniq}")
     kw = {"keep_source": True, "exist_ok": True}
     first = dep(archive, [item], **kw)[0]
     second = dep(archive, [item], **kw)[0]
     assert (first.status, second.status) == ("deposited", "exists")
     assert second.path == first.path and src.exists()
-    src.write_bytes(b"other result")
+    src.write_bytes(b"other result" + uniq.encode())
     third = dep(archive, [item], **kw)[0]
     assert not third.ok and "different content" in third.error
-    assert first.path.read_bytes() == b"result"
+    assert first.path.read_bytes() == b"result" + uniq.encode()
 
 
-def test_auto_ids_come_from_the_registry(archive, tmp_path):
-    src = _write(tmp_path / "whatever.txt", b"auto")
+def test_auto_ids_come_from_the_registry(archive, tmp_path, uniq):
+    src = _write(tmp_path / "whatever.txt", b"auto" + uniq.encode())
     (r,) = dep(archive, [src], auto_id=True)
     assert r.ok and len(r.id) == 8 and r.path.name == f"{r.id}.txt"
 
 
 def test_dry_run_changes_nothing(archive, tmp_path, uniq):
-    src = _write(tmp_path / f"dry{uniq}.txt", b"dry")
+    src = _write(tmp_path / f"dry{uniq}.txt", b"dry" + uniq.encode())
     (r,) = dep(archive, [src], dry_run=True)
     assert r.status == "dry-run" and src.exists() and not r.path.exists()
     assert archive.registry.get_resources([f"dry{uniq}"]) == {}
@@ -171,9 +174,9 @@ def test_across_filesystems_the_copy_is_verified(archive, tmp_path, uniq):
 
 
 def test_keep_source_copies(archive, tmp_path, uniq):
-    src = _write(tmp_path / f"keep{uniq}.txt", b"keep")
+    src = _write(tmp_path / f"keep{uniq}.txt", b"keep" + uniq.encode())
     (r,) = dep(archive, [src], keep_source=True)
-    assert r.ok and src.read_bytes() == b"keep"
+    assert r.ok and src.read_bytes() == b"keep" + uniq.encode()
     assert src.stat().st_ino != r.path.stat().st_ino
     assert stat.S_IMODE(src.stat().st_mode) & 0o200  # the source keeps its mode
 

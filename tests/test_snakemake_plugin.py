@@ -299,13 +299,14 @@ def test_remove_only_in_own_archive(tmp_path: Path, archive, uniq: str) -> None:
         tmp_path / "other", registry=archive.registry, name=f"other-{uniq}"
     )
     name = f"theirs_{uniq}"
-    write(tmp_path / "theirs.txt", "theirs")
-    deposit(
+    write(tmp_path / "theirs.txt", f"theirs {uniq}")  # unique: sha1s are unique
+    (result,) = deposit(
         other,
         [DepositItem(tmp_path / "theirs.txt", name=name)],
         dtype=archive.dtype,
         registry=archive.registry,
     )
+    assert result.ok, result.error
     obj = provider_for(tmp_path, settings_for(archive, allow_remove="yes")).object(
         f"nbank:{name}"
     )

@@ -278,11 +278,11 @@ class _Batch:
         elif any(
             os.path.lexists(p) for p in (target, *self.cfg.candidate_paths(res.id))
         ):
-            if self.exist_ok:  # registered and published since the batch began?
-                latest = self.reg.get_resources([res.id]).get(res.id)
-                if latest is not None:
-                    self._already(w, latest)
-                    return
+            # registered and published by another deposit since the batch began?
+            latest = self.reg.get_resources([res.id]).get(res.id)
+            if latest is not None:
+                self._already(w, latest)
+                return
             raise AlreadyExists(
                 f"'{target.parent}' already holds a file for '{res.id}' that the "
                 "registry does not know; run 'nbank check' on the archive"
@@ -390,6 +390,13 @@ class _Batch:
             try:
                 record = self.reg.get_resource(res.id)
             except NotFound:
+                if isinstance(err, RegistryUnavailable) and res.sha1:
+                    other = self.reg.find_sha1(res.sha1)  # a race on the content?
+                    if other is not None:
+                        raise AlreadyExists(
+                            f"this content is already registered as "
+                            f"'{other['name']}' in {self.reg.url}"
+                        ) from None
                 raise err from None  # the name is free: the sha1 was taken, or down
             if not self.exist_ok:
                 raise AlreadyExists(

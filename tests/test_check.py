@@ -86,7 +86,9 @@ def test_changed_content_and_strays_are_reported_not_touched(archive, tmp_path, 
     found = check_archive(archive.path, registry=archive.registry, fix=True)
     kinds = _kinds(found)
     assert ("hash-mismatch", r.id) in kinds and ("unregistered", "zzstray") in kinds
-    assert not any(f.fixed for f in found if f.kind in ("hash-mismatch", "unregistered"))
+    assert not any(
+        f.fixed for f in found if f.kind in ("hash-mismatch", "unregistered")
+    )
     assert r.path.read_bytes() == b"tampered" and stray.read_bytes() == b"stray"
 
 

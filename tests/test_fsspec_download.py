@@ -41,7 +41,9 @@ def served(
     dtype = f"csvd-{uniq}"
     reg.add_datatype(dtype, "text/csv", "csv")
     make_downloadable(django_registry, dtype)
-    df = pd.DataFrame({"t": np.arange(40), "v": np.arange(40) / 7, "tag": uniq})
+    df = pd.DataFrame(
+        {"t": np.arange(40), "v": np.arange(40) / 7, "tag": f"u{uniq}"}
+    )  # never read as a number
     ds = xr.Dataset({"v": (("t",), np.arange(4.0))}, attrs={"tag": uniq})
     files = {
         f"tab_{uniq}": df.to_csv(index=False).encode(),

@@ -24,7 +24,7 @@ from nbank_core import sha1_file
 def _csv(nb: Nb, rows: int = 3) -> tuple[str, bytes, pd.DataFrame]:
     """A small CSV resource (content unique, as the registry keeps sha1 unique)."""
     df = pd.DataFrame(
-        {"trial": range(rows), "rate": np.linspace(0, 1, rows), "tag": nb.uniq}
+        {"trial": range(rows), "rate": np.linspace(0, 1, rows), "tag": f"u{nb.uniq}"}
     )
     name = nb.name("tab")
     data = df.to_csv(index=False).encode()

@@ -87,7 +87,7 @@ def test_fsspec_open_deposits_on_close(nb: Nb) -> None:
 
 def test_pandas_writes_and_reads_back(nb: Nb) -> None:
     name = nb.name("df")
-    df = pd.DataFrame({"x": [1, 2, 3], "tag": nb.uniq})
+    df = pd.DataFrame({"x": [1, 2, 3], "tag": f"u{nb.uniq}"})
     df.to_csv(f"nbank://{name}", index=False, storage_options=nb.fs.storage_options)
     pd.testing.assert_frame_equal(pd.read_csv(f"nbank://{name}"), df)
     assert nb.staging() == []

@@ -146,9 +146,7 @@ class Registry(abc.ABC):
         """
 
     @abc.abstractmethod
-    def update_metadata(
-        self, name: str, metadata: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def update_metadata(self, name: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Merges ``metadata`` into the resource's; a ``None`` value deletes a key.
         Returns the updated record; raises NotFound."""
 

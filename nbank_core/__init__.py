@@ -49,6 +49,7 @@ _LAZY = {
     "sha1_file": "nbank_core.hashing",
     "sha1_path": "nbank_core.hashing",
     "validate_id": "nbank_core.ids",
+    "withdraw": "nbank_core.transaction",
     "verify": "nbank_core.api",
 }
 
@@ -114,4 +115,5 @@ __all__ = [
     "sha1_path",
     "validate_id",
     "verify",
+    "withdraw",
 ]

@@ -521,6 +521,26 @@ class _Batch:
                 fsync_dir(d)
 
 
+def withdraw(cfg: ArchiveConfig, registry: Registry, located: Any) -> Path:
+    """Undoes a deposit that its owner explicitly allows to be undone: deletes the
+    record of ``located`` (a :class:`~nbank_core.resolve.Located`), then its file
+    in the archive ``cfg``; returns the path removed. Raises PolicyError, removing
+    nothing, if the file lives outside that archive."""
+    path = located.require_path()
+    if not Path(os.path.abspath(path)).is_relative_to(cfg.resources_dir.resolve()):
+        raise PolicyError(
+            f"'{located.id}' is archived at '{path}', outside the archive "
+            f"'{cfg.path}'; not removing it"
+        )
+    registry.delete_resource(located.id)  # the registry says what exists: first
+    if path.is_dir() and not path.is_symlink():
+        _rmtree_writable(path)
+    else:
+        path.unlink()
+    fsync_dir(path.parent)
+    return path
+
+
 def staged_name(name: str | None, suffix: str) -> str:
     """The name of a deposit's entry in ``staging/``: ``<id>~<token><suffix>``
     (``auto~...`` before the registry names it), so ``nbank check --fix`` can tell

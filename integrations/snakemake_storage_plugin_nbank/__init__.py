@@ -59,12 +59,13 @@ from nbank_core import (
     Settings,
     deposit,
     read_config,
+    withdraw,
 )
 
 from . import _query
 from ._lookup import Lookup
 from ._provenance import JobIndex
-from ._remove import check_allowed, withdraw
+from ._remove import check_allowed
 from ._support import edge, is_dir, json_object, past, setting, stat_or_none
 
 __all__ = ["StorageObject", "StorageProvider", "StorageProviderSettings"]
@@ -383,5 +384,5 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
             located = self.provider.lookup.get(self.nbank_id)
             if located is None:
                 return
-            withdraw(self.provider.registry, cfg, located)
+            withdraw(cfg, self.provider.registry, located)
         self.provider.lookup.forget(self.nbank_id)

@@ -31,7 +31,7 @@ from typing import Any
 
 from nbank_core import hashing, ids
 from nbank_core.archive import ArchiveConfig, create_archive, existing_files
-from nbank_core.config import Settings
+from nbank_core.config import resolve_settings
 from nbank_core.errors import ConfigError, NotFound
 from nbank_core.registry import Registry
 from nbank_core.resolve import Located, Resolver
@@ -59,14 +59,18 @@ RegistryArg = Registry | str | None
 
 @contextlib.contextmanager
 def open_registry_from(
-    registry: RegistryArg, auth: str | tuple[str, str] | None = None
+    registry: RegistryArg,
+    auth: str | tuple[str, str] | None = None,
+    *,
+    create: bool = False,
 ) -> Iterator[Registry]:
     """Yields an open registry: ``registry`` itself if it is one (left open),
-    else the one its URL, the environment or the default names (closed after)."""
+    else the one its URL, the environment or the default names (closed after;
+    ``create``: an embedded registry's file may be made)."""
     if isinstance(registry, Registry):
         yield registry
         return
-    reg = Settings.from_env(registry=registry, auth=auth).open()
+    reg = resolve_settings(registry, auth=auth).open(create=create)
     try:
         yield reg
     finally:
@@ -99,7 +103,7 @@ def init_archive(
     if found:
         raise FileExistsError(f"'{found[0]}' already exists; not overwriting it")
     made_root = not root.exists()
-    with open_registry_from(registry, auth) as reg:
+    with open_registry_from(registry, auth, create=True) as reg:
         if reg.find_archive_by_root(str(root)) is not None:
             raise ConfigError(f"'{root}' is already registered in {reg.url}")
         cfg = create_archive(

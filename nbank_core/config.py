@@ -1,6 +1,20 @@
 """Settings: explicit arguments first, then ``NBANK_*`` environment variables, then
 files (``~/.netrc`` for credentials, an archive's ``nbank.json`` for its registry).
 
+The one rule every front end (the ``nbank`` command, Snakemake, luigi, fsspec)
+follows, through :func:`resolve_settings`:
+
+- reads by id use the configured registry: an explicit one (``-r``, an engine's
+  ``registry`` setting), else ``NBANK_REGISTRY``, else the embedded default;
+- a deposit into an archive always uses the registry its ``nbank.json`` names, so
+  ``NBANK_REGISTRY`` alone never makes a deposit fail; a front end given an
+  archive reads through that registry too (its outputs must be found where they
+  were registered);
+- an *explicit* registry that differs from the archive's is one
+  :class:`~nbank_core.errors.ConfigError`, raised before anything is done.
+
+Environment:
+
 - ``NBANK_REGISTRY``: the registry URL (``http(s)://.../neurobank/``, or
   ``sqlite:///path`` for an embedded registry). Unset: the embedded registry in the
   user's data directory (see :func:`default_registry_url`).
@@ -8,17 +22,31 @@ files (``~/.netrc`` for credentials, an archive's ``nbank.json`` for its registr
 
 >>> s = Settings.from_env(registry="http://127.0.0.1:8000/neurobank/", auth="me:pw")
 >>> s
-Settings(registry='http://127.0.0.1:8000/neurobank/', timeout=30.0)
+Settings(registry='http://127.0.0.1:8000/neurobank/', timeout=30.0, archive=None)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+from typing import TYPE_CHECKING
 
 from nbank_core.errors import ConfigError
 
-__all__ = ["Settings", "default_registry_url", "parse_auth"]
+if TYPE_CHECKING:
+    from nbank_core.archive import ArchiveConfig
+    from nbank_core.registry import Registry
+
+__all__ = [
+    "Settings",
+    "default_registry_url",
+    "parse_auth",
+    "registry_mismatch",
+    "resolve_settings",
+]
+
+log = logging.getLogger(__name__)
 
 ENV_REGISTRY = "NBANK_REGISTRY"
 ENV_AUTH = "NBANK_AUTH"
@@ -59,6 +87,11 @@ class Settings:
     registry: str
     auth: tuple[str, str] | None = dataclasses.field(default=None, repr=False)
     timeout: float = 30.0
+    #: the archive deposits go to (its path), if the front end has one
+    archive: str | None = None
+    _config: ArchiveConfig | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     @classmethod
     def from_env(
@@ -73,8 +106,79 @@ class Settings:
             auth = parse_auth(auth if auth is not None else os.environ.get(ENV_AUTH))
         return cls(registry=url, auth=auth, timeout=timeout or 30.0)
 
-    def open(self):  # -> Registry (imported lazily to keep start-up fast)
-        """Opens the registry these settings name."""
+    def open(self, *, create: bool = False) -> Registry:
+        """Opens the registry these settings name (``create``: an embedded
+        registry's file may be made)."""
         from nbank_core.registry import open_registry
 
-        return open_registry(self.registry, auth=self.auth, timeout=self.timeout)
+        return open_registry(
+            self.registry, auth=self.auth, timeout=self.timeout, create=create
+        )
+
+    def archive_config(self) -> ArchiveConfig:
+        """The archive deposits go to; ConfigError if these settings have none."""
+        if self._config is not None:
+            return self._config
+        if self.archive is None:
+            raise ConfigError(
+                "no archive is set to deposit into: name one (the archive setting "
+                "of the front end, or the ARCHIVE argument of 'nbank deposit')"
+            )
+        from nbank_core.archive import read_config
+
+        return read_config(self.archive)
+
+
+def registry_mismatch(archive: str | os.PathLike[str], own: str, given: str) -> str:
+    """The one message for an explicit registry that is not the archive's."""
+    from nbank_core.registry import mask_url
+
+    return (
+        f"the archive at '{archive}' is registered in {mask_url(own)}, but the "
+        f"registry was set explicitly to {mask_url(given)}: deposits always go to "
+        "the archive's registry; remove the explicit registry setting or make it "
+        "the archive's"
+    )
+
+
+def resolve_settings(
+    registry: str | None = None,
+    *,
+    archive: str | os.PathLike[str] | ArchiveConfig | None = None,
+    auth: str | tuple[str, str] | None = None,
+    timeout: float | None = None,
+) -> Settings:
+    """The settings a front end uses, by the module's one rule.
+
+    ``registry`` is the explicitly configured URL (``-r``, an engine setting) or
+    None; ``archive`` the archive deposits go to, if any (a path or its config).
+    Raises ConfigError for an unusable URL, an unreadable ``nbank.json`` or an
+    explicit registry that is not the archive's.
+
+    >>> import os, tempfile
+    >>> resolve_settings("sqlite:///tmp/r.sqlite").registry
+    'sqlite:///tmp/r.sqlite'
+    """
+    from nbank_core.registry import canonical_url, same_registry
+
+    cfg = None
+    if archive is not None:
+        from nbank_core.archive import ArchiveConfig, read_config
+
+        cfg = archive if isinstance(archive, ArchiveConfig) else read_config(archive)
+    if cfg is None:
+        url = registry or os.environ.get(ENV_REGISTRY) or default_registry_url()
+        canonical_url(url)  # ConfigError for a URL that is not one
+        return Settings.from_env(registry=url, auth=auth, timeout=timeout)
+    if registry and not same_registry(registry, cfg.registry):
+        raise ConfigError(registry_mismatch(cfg.path, cfg.registry, registry))
+    env = os.environ.get(ENV_REGISTRY)
+    if env and not registry:
+        log.debug(
+            "using %s, the registry of the archive at %s (not NBANK_REGISTRY)",
+            cfg.registry,
+            cfg.path,
+        )
+    canonical_url(cfg.registry)
+    base = Settings.from_env(registry=cfg.registry, auth=auth, timeout=timeout)
+    return dataclasses.replace(base, archive=str(cfg.path), _config=cfg)

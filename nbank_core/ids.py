@@ -11,6 +11,14 @@ letters, digits, ``_`` and ``-``. Users may also write an id as a full identifie
 (None, 'st32_1')
 >>> validate_id("st32_1_2_1")
 'st32_1_2_1'
+
+Engines name resources in queries (:func:`parse_query`): ``nbank:ID``,
+``nbank://ID`` (also ``nbank:/ID``, which some hosts make of ``nbank://ID``), a
+bare ``ID`` or a full identifier URL, each optionally followed by one ``.ext``
+(the file name's extension, since ids never contain ``.``).
+
+>>> parse_query("nbank://u1_spikes.csv")
+Query(registry=None, id='u1_spikes', ext='.csv')
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import re
 import secrets
 import uuid
 from pathlib import PurePath
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from nbank_core.errors import InvalidIdentifier
@@ -28,7 +37,10 @@ __all__ = [
     "auto_id",
     "full_url",
     "id_from_filename",
+    "Query",
     "parse_identifier",
+    "parse_query",
+    "split_prefix",
     "uuid_id",
     "validate_id",
 ]
@@ -37,6 +49,19 @@ MAX_ID_LENGTH = 255
 _ID_RE = re.compile(r"[-_0-9A-Za-z]+")
 _URL_RE = re.compile(r"^(?P<base>.*?/)resources/(?P<id>[^/]+)/?$")
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_EXT_RE = re.compile(r"[A-Za-z0-9]{1,16}")
+#: the prefixes of a query, longest first (``nbank:/ID`` is what a host makes of
+#: ``nbank://ID`` when it normalises paths)
+PREFIXES = ("nbank://", "nbank:/", "nbank:")
+
+
+class Query(NamedTuple):
+    """A parsed query: the registry a full URL names (else None), the id, and the
+    extension (``""`` or ``.ext``)."""
+
+    registry: str | None
+    id: str
+    ext: str
 
 
 def validate_id(name: str) -> str:
@@ -71,9 +96,9 @@ def parse_identifier(text: str) -> tuple[str | None, str]:
     if not isinstance(text, str):
         raise InvalidIdentifier(f"invalid identifier {text!r}: not a string")
     text = text.strip()
-    for prefix in ("nbank://", "nbank:"):
-        if text.startswith(prefix):
-            return None, validate_id(text[len(prefix) :].rstrip("/"))
+    body, prefixed = split_prefix(text)
+    if prefixed:
+        return None, validate_id(body)
     parts = urlsplit(text)
     if parts.scheme in ("http", "https") and parts.netloc:
         m = _URL_RE.match(parts.path)
@@ -85,6 +110,59 @@ def parse_identifier(text: str) -> tuple[str | None, str]:
         base = urlunsplit((parts.scheme, parts.netloc, m["base"], "", ""))
         return base, validate_id(m["id"])
     return None, validate_id(text)
+
+
+def split_prefix(text: str) -> tuple[str, bool]:
+    """Returns ``(body, had_prefix)``: ``text`` without its ``nbank:``,
+    ``nbank:/`` or ``nbank://`` prefix and trailing ``/``.
+
+    >>> split_prefix("nbank:/st32_1.wav")
+    ('st32_1.wav', True)
+    """
+    text = text.strip()
+    for prefix in PREFIXES:
+        if text.startswith(prefix):
+            return text[len(prefix) :].rstrip("/"), True
+    return text.rstrip("/"), False
+
+
+def parse_query(text: str) -> Query:
+    """Parses any written form of a resource in an engine: ``nbank://ID``,
+    ``nbank:/ID``, ``nbank:ID``, ``ID`` or a full identifier URL, each with an
+    optional ``.ext`` (1-16 letters or digits). Raises InvalidIdentifier naming
+    the problem.
+
+    >>> parse_query("nbank:st32_1_2_1")
+    Query(registry=None, id='st32_1_2_1', ext='')
+    >>> parse_query("http://host/neurobank/resources/st32_1.wav/")
+    Query(registry='http://host/neurobank/', id='st32_1', ext='.wav')
+    """
+    if not isinstance(text, str):
+        raise InvalidIdentifier(f"invalid query {text!r}: not a string")
+    body, prefixed = split_prefix(text)
+    base = None
+    if not prefixed:
+        parts = urlsplit(body)
+        if parts.scheme.lower() in ("http", "https") and parts.netloc:
+            m = _URL_RE.match(parts.path + "/")
+            if m is None:
+                raise InvalidIdentifier(
+                    f"invalid identifier URL {text!r}: expected "
+                    "'<registry>/resources/<id>/'"
+                )
+            base = urlunsplit((parts.scheme, parts.netloc, m["base"], "", ""))
+            body = m["id"]
+    ident, dot, ext = body.partition(".")
+    try:
+        validate_id(ident)
+    except InvalidIdentifier as err:
+        raise InvalidIdentifier(f"invalid query {text!r}: {err}") from None
+    if dot and _EXT_RE.fullmatch(ext) is None:
+        raise InvalidIdentifier(
+            f"invalid query {text!r}: after the id, one '.ext' of 1-16 letters or "
+            "digits may follow (ids themselves cannot contain '.')"
+        )
+    return Query(base, ident, dot + ext)
 
 
 def full_url(registry_url: str, name: str) -> str:

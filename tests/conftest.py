@@ -46,7 +46,7 @@ class Backend:
     auth: tuple[str, str] | None
 
     def open(self) -> Registry:
-        return open_registry(self.url, auth=self.auth)
+        return open_registry(self.url, auth=self.auth, create=True)
 
     @property
     def env(self) -> dict[str, str]:

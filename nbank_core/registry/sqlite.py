@@ -104,7 +104,9 @@ class SqliteRegistry(Registry):
     """A registry in the SQLite file at ``path`` (``":memory:"``: in this process).
 
     Nothing touches the disk until the first call, which creates the parent
-    directories and the schema. ``user`` is recorded as ``created_by`` (default: the
+    directories and the schema if ``create`` (else a missing file is NotFound; see
+    :func:`~nbank_core.registry.open_registry`, whose default is not to create).
+    ``user`` is recorded as ``created_by`` (default: the
     login name); ``timeout`` is how long a write waits for another's lock.
     """
 
@@ -114,6 +116,7 @@ class SqliteRegistry(Registry):
         *,
         user: str | None = None,
         timeout: float = 30.0,
+        create: bool = True,
     ) -> None:
         path = os.fspath(path)
         memory = path in (":memory:", "")
@@ -122,7 +125,12 @@ class SqliteRegistry(Registry):
         self.user = user
         label = f"the embedded registry {self.url}"
         self._db = Database(
-            self.path, _SCHEMA, version=SCHEMA_VERSION, timeout=timeout, label=label
+            self.path,
+            _SCHEMA,
+            version=SCHEMA_VERSION,
+            timeout=timeout,
+            label=label,
+            create=create,
         )
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from nbank_core.errors import RegistryError, RegistryUnavailable
+from nbank_core.errors import NotFound, RegistryError, RegistryUnavailable
 
 __all__ = ["Database"]
 
@@ -59,8 +59,10 @@ class Database:
         version: int,
         timeout: float = 30.0,
         label: str | None = None,
+        create: bool = True,
     ) -> None:
         self.path, self.schema, self.version = path, tuple(schema), version
+        self.create = create
         self.timeout, self.label = timeout, label or path
         self.memory = path == ":memory:"
         self._reset()
@@ -78,7 +80,7 @@ class Database:
                 "an in-memory database cannot be pickled: its records live in this "
                 "process only. Use a file, e.g. SqliteRegistry('registry.sqlite')"
             )
-        keys = ("path", "schema", "version", "timeout", "label", "memory")
+        keys = ("path", "schema", "version", "timeout", "label", "memory", "create")
         return {key: getattr(self, key) for key in keys}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -87,6 +89,12 @@ class Database:
 
     def _open(self) -> sqlite3.Connection:
         if not self.memory:
+            if not self.create and not os.path.exists(self.path):
+                raise NotFound(
+                    f"there is no embedded registry at {self.path}: 'nbank init "
+                    "ARCHIVE' or 'nbank registry init' creates one, or point -r / "
+                    "NBANK_REGISTRY at an existing registry"
+                )
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         conn = sqlite3.connect(
             self.path, self.timeout, isolation_level=None, check_same_thread=False
@@ -146,6 +154,8 @@ class Database:
             with self._lock if self.memory else contextlib.nullcontext():
                 try:
                     conn = self._connection()
+                except NotFound:
+                    raise
                 except OSError as err:  # e.g. its directory cannot be made
                     raise RegistryError(
                         f"cannot open the registry {self.label}: "

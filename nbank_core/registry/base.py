@@ -17,6 +17,9 @@ record, ``AlreadyExists`` for a taken name or sha1 (or a location added twice),
 ``RegistryRejected`` for other refusals, ``AuthError``, ``RegistryUnavailable`` and
 ``BadResponse`` for the HTTP backend's transport failures.
 
+Downloads (the bytes of a resource, for a host where no archive holding it is
+mounted) are served by the HTTP backend only; the embedded one raises NotFound.
+
 >>> from nbank_core.registry import open_registry
 >>> reg = open_registry("sqlite:///:memory:")
 >>> reg.add_datatype("wav", "audio/wav")["name"]
@@ -27,8 +30,14 @@ record, ``AlreadyExists`` for a taken name or sha1 (or a location added twice),
 from __future__ import annotations
 
 import abc
+import contextlib
+import os
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from nbank_core.errors import IntegrityError, NotFound
 
 __all__ = ["BULK_BATCH", "Registry"]
 
@@ -174,6 +183,78 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     def remove_location(self, name: str, archive: str) -> None:
         """Removes a location; raises NotFound."""
+
+    # -- downloads ------------------------------------------------------------
+    #: True for a backend that serves the files of resources (django-neurobank
+    #: does, for datatypes marked downloadable and archives the server can read)
+    serves_downloads: bool = False
+
+    def download_size(self, name: str) -> int:
+        """Returns the size in bytes of the file the registry serves for ``name``.
+
+        Downloads are reads: they never send credentials. Every download method
+        raises NotFound for an unknown id, for a resource the registry does not
+        serve (its datatype is not downloadable, or no archive the server can read
+        holds it) and on a registry that serves no downloads (an embedded one);
+        RegistryUnavailable after the retries of a transient failure.
+        """
+        raise self._no_downloads(name)
+
+    def read_download(self, name: str, start: int = 0, end: int | None = None) -> bytes:
+        """Returns bytes ``start`` to ``end`` (exclusive; None: to the end; both
+        non-negative) of the file the registry serves for ``name``, reading no
+        more of the answer than needed."""
+        raise self._no_downloads(name)
+
+    def download(
+        self, name: str, dest: str | os.PathLike[str], *, sha1: str | None = None
+    ) -> Path:
+        """Downloads the file of ``name`` to ``dest`` and returns ``dest``.
+
+        Streamed in large blocks to a temp file in ``dest``'s directory, fsynced,
+        checked against ``sha1`` (hex, ``sha1:`` prefix allowed) when given, then
+        renamed onto ``dest``; on any error the temp file is removed and ``dest``
+        is left as it was (IntegrityError for a sha1 mismatch).
+        """
+        if not self.serves_downloads:
+            raise self._no_downloads(name)
+        target = Path(dest)
+        want = None if sha1 is None else sha1.lower().removeprefix("sha1:")
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
+        try:
+            with os.fdopen(fd, "wb") as out:
+                got = self._download_into(name, out)
+                out.flush()
+                os.fsync(out.fileno())
+            if want is not None and got != want:
+                raise IntegrityError(
+                    f"SHA1 hash of the download of '{name}' from {self.url} ({got}) "
+                    f"does not match the known hash: expected {want}. Deleted the "
+                    "download for safety; the registry's copy may be corrupt: tell "
+                    "its administrator"
+                )
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def _download_into(self, name: str, out: BinaryIO) -> str:
+        """Writes the file of ``name`` into ``out`` (from its start, truncating
+        what an interrupted attempt left) and returns its sha1 hex: the one hook
+        a backend that sets ``serves_downloads`` implements for :meth:`download`.
+        """
+        raise self._no_downloads(name)
+
+    def _no_downloads(self, name: str) -> NotFound:
+        return NotFound(
+            f"cannot download '{name}': the registry at {self.url} serves no "
+            "downloads (an embedded registry never does); mount an archive that "
+            "holds it on this host"
+        )
 
     # -- lifetime -------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional for backends with no resources

@@ -424,6 +424,107 @@ class HttpRegistry(Registry):
         what = f"location of resource '{name}' in archive '{archive}'"
         self._send("DELETE", path, what)
 
+    # -- downloads (reads: anonymous, retried; see Registry.download) -------------
+    serves_downloads = True
+    download_block = 1 << 20  # bytes read from the socket at a time
+
+    def download_size(self, name: str) -> int:
+        # django-neurobank refuses HEAD: the size is the Content-Length of a GET
+        # whose body is left unread (counted only if the server sends no length)
+        def size(response: requests.Response) -> int:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit():
+                return int(length)
+            return sum(len(c) for c in response.iter_content(self.download_block))
+
+        return self._download_get(name, size)
+
+    def read_download(self, name: str, start: int = 0, end: int | None = None) -> bytes:
+        if start < 0 or (end is not None and end < 0):
+            raise ValueError("read_download takes non-negative start and end")
+        if end is not None and end <= start:
+            return b""
+        headers = {}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+
+        def part(response: requests.Response) -> bytes:
+            if response.status_code == 206:  # the server sent only the range
+                return response.content
+            out = bytearray()  # the whole file: keep the range, stop after it
+            pos = 0
+            for chunk in response.iter_content(self.download_block):
+                lo, pos = pos, pos + len(chunk)
+                if pos > start:
+                    out += chunk[max(start - lo, 0) : None if end is None else end - lo]
+                if end is not None and pos >= end:
+                    break
+            return bytes(out)
+
+        return self._download_get(name, part, headers=headers)
+
+    def _download_into(self, name: str, out: Any) -> str:
+        import hashlib
+
+        def save(response: requests.Response) -> str:
+            out.seek(0)
+            out.truncate()  # what a failed attempt wrote
+            digest = hashlib.sha1()  # noqa: S324 - content identity, as registered
+            for chunk in response.iter_content(self.download_block):
+                digest.update(chunk)
+                out.write(chunk)
+            return digest.hexdigest()
+
+        return self._download_get(name, save)
+
+    def _download_get(
+        self,
+        name: str,
+        consume: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """GETs ``download/<name>/`` anonymously (never with credentials) and
+        returns ``consume(response)``; the request and the reading of its body are
+        retried together on a transient failure, as every read is."""
+        url = f"{self.url}download/{validate_id(name)}/"
+        what = f"the file of resource '{name}'"
+        attempts = 1 + len(RETRY_DELAYS)
+        for attempt in range(attempts):
+            try:
+                with self._http().get(
+                    url,
+                    headers=headers,
+                    auth=_anonymous,
+                    timeout=self.timeout,
+                    stream=True,
+                ) as response:
+                    if response.status_code < 300:
+                        return consume(response)
+                    err = self._download_error(name, what, response)
+            except requests.RequestException as exc:
+                err = _map_error(self.url, what, "GET", exc=exc, timeout=self.timeout)
+                err.__cause__ = exc
+            if not isinstance(err, RegistryUnavailable) or attempt + 1 == attempts:
+                raise err
+            time.sleep(RETRY_DELAYS[attempt])
+        raise AssertionError("unreachable")
+
+    def _download_error(
+        self, name: str, what: str, response: requests.Response
+    ) -> NbankError:
+        """The download endpoint's own statuses: 404 (no such resource) and 415
+        (not served); any other goes through the registry's error mapping."""
+        if response.status_code == 404:
+            return NotFound(f"'{name}' is not registered at {self.url}")
+        if response.status_code == 415:
+            return NotFound(
+                f"the registry at {self.url} does not serve the file of '{name}': "
+                "its datatype is not downloadable, or no archive the server can "
+                "read holds it. Mount an archive that holds it on this host"
+            )
+        return _map_error(self.url, what, "GET", response=response)
+
 
 def _given(**fields: Any) -> dict[str, Any]:
     """The fields that are not None: what a body or a query sends."""

@@ -117,8 +117,9 @@ def test_unknown_and_invalid_ids_are_file_not_found(nb: Nb) -> None:
     with pytest.raises(FileNotFoundError):
         fsspec.open_local(f"nbank://{missing}", **nb.options)
     with pytest.raises(FileNotFoundError, match="no resource can be named"):
-        nb.fs.open("nbank://has.dot")
-    assert not nb.fs.exists("nbank://has.dot")
+        nb.fs.open("nbank://has/slash")
+    assert not nb.fs.exists("nbank://has/slash")
+    assert not nb.fs.exists("nbank://two.dots.csv")  # one '.ext' at most
 
 
 def test_a_resource_whose_archive_is_not_mounted_is_not_found(nb: Nb) -> None:

@@ -140,8 +140,10 @@ def test_writes_refused_without_archive_or_dtype_or_for_bad_ids(nb: Nb) -> None:
         no_dtype.pipe(f"nbank://{nb.name('nd')}", b"x")
     with pytest.raises(FileNotFoundError, match="dtype"):
         nb.fs.pipe(f"nbank://{nb.name('nd')}", b"x", dtype="no-such-dtype")
-    with pytest.raises(ValueError, match="invalid identifier"):
-        nb.fs.pipe("nbank://a.b", b"x")
+    with pytest.raises(ValueError, match="invalid query"):
+        nb.fs.pipe("nbank://a/b", b"x")
+    with pytest.raises(ValueError, match="give one of them"):
+        nb.fs.pipe(f"nbank://{nb.name('ex')}.csv", b"x", suffix=".txt")
     with pytest.raises(ValueError, match="invalid suffix"):
         nb.fs.pipe(f"nbank://{nb.name('sx')}", b"x", suffix="/../../x")
     with pytest.raises(ValueError, match="not supported"):
@@ -150,12 +152,12 @@ def test_writes_refused_without_archive_or_dtype_or_for_bad_ids(nb: Nb) -> None:
 
 
 def test_a_registry_down_at_commit_leaves_nothing(nb: Nb) -> None:
-    down = NbankFileSystem(
-        registry=f"http://127.0.0.1:{free_port()}/neurobank/",
-        archive=nb.archive.path,
-        dtype=nb.archive.dtype,
-    )
+    config = nb.archive.path / "nbank.json"
+    down = f"http://127.0.0.1:{free_port()}/neurobank/"
+    config.write_text(config.read_text().replace(nb.archive.backend.url, down))
+    fs = NbankFileSystem(archive=nb.archive.path, dtype=nb.archive.dtype)
+    assert fs.registry.url == down  # the archive's registry, whatever the env says
     name = nb.name("down")
     with pytest.raises(ConnectionError):  # suffix given: fails at the deposit
-        down.pipe(f"nbank://{name}", _data(nb, "down"), suffix=".csv")
+        fs.pipe(f"nbank://{name}", _data(nb, "down"), suffix=".csv")
     assert nb.nothing_of(name)

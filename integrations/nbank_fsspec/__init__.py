@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbank_fsspec.download import Downloader, RemoteFile
+from nbank_fsspec.download import RemoteFile
 from nbank_fsspec.filesystem import NbankFileSystem
 from nbank_fsspec.settings import registry_url
 from nbank_fsspec.writing import DepositFile, DepositTransaction, deposit_files
@@ -23,7 +23,6 @@ from nbank_fsspec.writing import DepositFile, DepositTransaction, deposit_files
 __all__ = [
     "DepositFile",
     "DepositTransaction",
-    "Downloader",
     "NbankFileSystem",
     "NbankPath",
     "RemoteFile",

@@ -1,13 +1,17 @@
 """``nbank://<id>``: every registered resource as a file, for pandas, xarray and dask.
 
-Reads resolve the id through the registry (bulk requests, answers kept ``ttl``
-seconds). When an archive holding the resource is mounted on this host, the archived
-file itself is opened (so :func:`fsspec.open_local` returns its path); otherwise the
-file is read from the registry's download endpoint, if the registry serves that
+Reads resolve the id through the registry with the core's lookup cache (the
+:class:`nbank_core.Resolver` this process shares for the registry, or one of the
+filesystem's own when given ``ttl``). When an archive holding the resource is
+mounted on this host, the archived file itself is opened (so
+:func:`fsspec.open_local` returns its path); otherwise the file is read through the
+registry's download methods, if the registry serves that
 datatype. Writes deposit on commit (see :mod:`nbank_fsspec.writing`).
 
-Paths are ids, written ``nbank://ID``, ``nbank:ID``, ``ID`` or as a full identifier
-URL (whose id is then looked up in this filesystem's registry). The root (``""``)
+Paths are ids, in the core's query syntax (:func:`nbank_core.parse_query`):
+``nbank://ID``, ``nbank:ID``, ``ID`` or a full identifier URL (whose id is then looked
+up in this filesystem's registry), each with an optional ``.ext``; when writing, that
+extension is the archived file's. The root (``""``)
 is the registry: ``ls("")`` refuses to list every resource, and lists the matches of
 registry filters when given some: ``fs.ls("", dtype="wav", metadata__animal="st32")``.
 
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,12 +50,13 @@ from nbank_core import (
     Located,
     NotFound,
     Resolver,
-    Settings,
-    parse_identifier,
+    parse_query,
+    resolve_settings,
+    resolver_for,
     search,
-    validate_id,
 )
-from nbank_fsspec.download import SMALL, Downloader, RemoteFile
+from nbank_core.ids import split_prefix
+from nbank_fsspec.download import SMALL, RemoteFile
 from nbank_fsspec.errors import builtin_errors
 from nbank_fsspec.settings import ResolvingCached
 from nbank_fsspec.writing import Depositor, DepositTransaction
@@ -65,12 +69,14 @@ DOWNLOAD_ARCHIVE = "registry"  # the location a registry lists when it serves a 
 class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
     """The resources of one registry, by id.
 
-    ``registry``: URL (default ``NBANK_REGISTRY``, else ``archive``'s, else the
-    embedded default); ``auth``: ``"user:password"`` or a pair for writes (default
+    ``registry`` and ``archive``: as :func:`nbank_core.resolve_settings` decides
+    (with an archive, its registry; an explicit different ``registry`` is a
+    ValueError); ``auth``: ``"user:password"`` or a pair for writes (default
     ``NBANK_AUTH`` or ``~/.netrc``); ``archive``: the archive writes deposit into;
     ``dtype`` and ``metadata``: what written resources are registered with (also
     accepted per file: ``fs.open(url, "wb", dtype=..., metadata=...)``); ``ttl``:
-    seconds an id's location is remembered.
+    seconds an id's location is remembered (None: the lookup cache this process
+    shares for the registry, with the core's policy).
 
     >>> fs = NbankFileSystem(registry="sqlite:///:memory:")
     >>> fs._strip_protocol("nbank://st32_1_2_1"), fs.exists("st32_1_2_1")
@@ -93,23 +99,25 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         archive: str | os.PathLike[str] | None = None,
         dtype: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        ttl: float = 10.0,
+        ttl: float | None = None,
         timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        settings = Settings.from_env(registry=registry, auth=auth, timeout=timeout)
-        self.registry = settings.open()
-        self.ttl = ttl
-        self.local_file = True
-        self._resolver = Resolver(self.registry, ttl=ttl)
-        served = self.registry.url.startswith(("http://", "https://"))
-        self._downloader = (
-            Downloader(settings.auth, settings.timeout) if served else None
+        settings = resolve_settings(
+            registry, archive=archive, auth=auth, timeout=timeout
         )
+        # one shared cache per process and registry; a pickle re-creates the
+        # filesystem from its arguments, so a dask worker shares its own process's
+        self._resolver = (
+            resolver_for(settings)
+            if ttl is None
+            else Resolver(settings.open(), ttl=ttl)
+        )
+        self.registry = self._resolver.registry
+        self.local_file = True
         self._local = LocalFileSystem()
-        self._records: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._writer = Depositor(self.registry, archive, dtype, metadata)
+        self._writer = Depositor(self.registry, settings, dtype, metadata)
 
     def __repr__(self) -> str:
         return f"<NbankFileSystem {self.registry.url}>"
@@ -117,31 +125,30 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
     # -- paths -------------------------------------------------------------------
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
-        """``nbank://ID``, ``nbank:ID``, a full identifier URL or ``ID`` -> ``ID``."""
+        """``nbank://ID``, ``nbank:ID``, ``ID`` (each with an optional ``.ext``) or a
+        full identifier URL -> ``ID`` (``ID.ext``); what is not a query stays as
+        written, to be refused by the call that uses it."""
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
-        text = str(stringify_path(path)).strip()
-        for prefix in ("nbank://", "nbank:"):
-            if text.startswith(prefix):
-                text = text[len(prefix) :]
-                break
-        if text.startswith(("http://", "https://")):
+        body, prefixed = split_prefix(str(stringify_path(path)))
+        if not prefixed and "://" in body:
             try:
-                return parse_identifier(text)[1]
+                query = parse_query(body)
             except InvalidIdentifier:
-                return text
-        return text.strip("/")
+                return body
+            return query.id + query.ext
+        return body.strip("/")
 
     def unstrip_protocol(self, name: str) -> str:
         return name if name.startswith("nbank://") else f"nbank://{name}"
 
     def _ident(self, path: Any) -> str:
         """The id ``path`` names; an invalid one names no resource (NotFound)."""
-        ident = self._strip_protocol(path)
+        text = self._strip_protocol(path)
         try:
-            return validate_id(ident)
+            return parse_query(text).id
         except InvalidIdentifier as err:
-            raise NotFound(f"no resource can be named {ident!r}: {err}") from None
+            raise NotFound(f"no resource can be named {text!r}: {err}") from None
 
     # -- resolving -----------------------------------------------------------------
     @builtin_errors
@@ -152,49 +159,35 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         idents = []
         for p in paths:
             try:
-                idents.append(validate_id(self._strip_protocol(p)))
+                idents.append(parse_query(self._strip_protocol(p)).id)
             except InvalidIdentifier:
                 continue
         return self._resolver.locate_many(idents)
 
-    def _download_url(self, loc: Located) -> str | None:
-        """The URL the registry serves the resource at, if it does."""
-        if self._downloader is None:
-            return None
-        for where in loc.locations:
-            if where.get("archive_name") == DOWNLOAD_ARCHIVE and where.get(
-                "scheme"
-            ) in ("http", "https"):
-                return Downloader.url(self.registry.url, loc.id)
-        return None
+    def _served(self, loc: Located) -> bool:
+        """True if the registry serves the resource's file (it lists itself
+        among the resource's locations then)."""
+        return self.registry.serves_downloads and any(
+            where.get("archive_name") == DOWNLOAD_ARCHIVE
+            and where.get("scheme") in ("http", "https")
+            for where in loc.locations
+        )
 
-    def _remote(self, loc: Located) -> tuple[Downloader, str]:
-        """The downloader and URL of a resource not mounted here, or NotFound
-        saying where it lives."""
-        url = self._download_url(loc)
-        if url is None or self._downloader is None:
+    def _require_served(self, loc: Located) -> None:
+        """Returns if the registry serves a resource not mounted here; else raises
+        NotFound saying where it lives."""
+        if not self._served(loc):
             loc.require_path()  # raises: the resource has no local path either
-            raise AssertionError("unreachable")
-        return self._downloader, url
-
-    def _record(self, ident: str) -> dict[str, Any]:
-        hit = self._records.get(ident)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        record = self.registry.get_resource(ident)
-        self._records[ident] = (now, record)
-        return record
 
     def invalidate_cache(self, path: str | None = None) -> None:
-        """Forgets remembered locations and records (of ``path``, or all)."""
+        """Forgets remembered locations (of ``path``, or all)."""
         if path is None:
             self._resolver.forget()
-            self._records.clear()
         else:
-            ident = self._strip_protocol(path)
-            self._resolver.forget(ident)
-            self._records.pop(ident, None)
+            try:
+                self._resolver.forget(self._ident(path))
+            except NotFound:
+                pass
         super().invalidate_cache(path)
 
     # -- reading -----------------------------------------------------------------
@@ -215,9 +208,10 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
             is_dir = stat.S_ISDIR(st.st_mode)
             size, kind = (None, "directory") if is_dir else (st.st_size, "file")
         else:
-            downloader, url = self._remote(loc)
-            size, kind = downloader.probe(url, SMALL)[0], "file"
-        record = self._record(ident)
+            self._require_served(loc)
+            size, kind = self.registry.download_size(ident), "file"
+            url = f"{self.registry.url}download/{ident}/"
+        record = self.registry.get_resource(ident)
         return {
             "name": ident,
             "size": size,
@@ -235,14 +229,13 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
     def exists(self, path: Any, **kwargs: Any) -> bool:
         """True if the id is registered and a copy is readable from here; False if
         not; raises (never False) when the registry cannot be asked."""
-        ident = self._strip_protocol(path)
-        if ident == "":
+        if self._strip_protocol(path) == "":
             return True
         try:
-            loc = self._resolver.locate(validate_id(ident))
-        except (InvalidIdentifier, NotFound):
+            loc = self._resolver.locate(self._ident(path))
+        except NotFound:
             return False
-        return loc.path is not None or self._download_url(loc) is not None
+        return loc.path is not None or self._served(loc)
 
     def lexists(self, path: Any, **kwargs: Any) -> bool:
         return self.exists(path)
@@ -310,23 +303,23 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         and those answers serve every read however long the reads take."""
         if not isinstance(path, list | tuple):
             return super().cat(path, recursive=recursive, on_error=on_error, **kwargs)
-        idents = list(dict.fromkeys(self._strip_protocol(p) for p in path))
-        located = self.locate(idents)
+        names = list(dict.fromkeys(self._strip_protocol(p) for p in path))
+        located = self.locate(names)
         out: dict[str, Any] = {}
-        for ident in idents:
+        for name in names:
             try:
+                ident = self._ident(name)  # an invalid id raises saying why
                 loc = located.get(ident)
                 if loc is None:
-                    known = self._ident(ident)  # an invalid id raises saying why
                     raise NotFound(
-                        f"'{known}' is not registered in {self.registry.url}"
+                        f"'{ident}' is not registered in {self.registry.url}"
                     )
-                out[ident] = self._read(loc, kwargs.get("start"), kwargs.get("end"))
+                out[name] = self._read(loc, kwargs.get("start"), kwargs.get("end"))
             except (OSError, ValueError) as err:
                 if on_error == "raise":
                     raise
                 if on_error == "return":
-                    out[ident] = err
+                    out[name] = err
         return out
 
     def _read(self, loc: Located, start: int | None, end: int | None) -> bytes:
@@ -335,12 +328,11 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
                 lo, hi = _bounds(start, end, os.fstat(f.fileno()).st_size)
                 f.seek(lo)
                 return f.read(max(hi - lo, 0))
-        downloader, url = self._remote(loc)
+        self._require_served(loc)
         if (start or 0) < 0 or (end is not None and end < 0):  # needs the size
-            data = downloader.fetch(url)
-            lo, hi = _bounds(start, end, len(data))
-            return data[lo:hi]
-        return downloader.fetch(url, start or 0, end)
+            lo, hi = _bounds(start, end, self.registry.download_size(loc.id))
+            return self.registry.read_download(loc.id, lo, hi)
+        return self.registry.read_download(loc.id, start or 0, end)
 
     @builtin_errors
     def ukey(self, path: Any) -> str:
@@ -365,9 +357,14 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         if mode == "rb":
             return self._open_read(path, block_size, cache_options, **kwargs)
         if mode in ("wb", "xb"):
-            ident = validate_id(self._strip_protocol(path))
+            query = parse_query(self._strip_protocol(path))
             return self._writer.open(
-                self, ident, exist_ok=mode == "wb", autocommit=autocommit, **kwargs
+                self,
+                query.id,
+                ext=query.ext,
+                exist_ok=mode == "wb",
+                autocommit=autocommit,
+                **kwargs,
             )
         raise ValueError(
             f"mode {mode!r} is not supported: resources are read ('rb') or written "
@@ -386,13 +383,13 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         loc = self._resolver.locate(ident)
         if loc.path is not None:
             return LocalFileOpener(str(loc.path), "rb", fs=self._local)
-        downloader, url = self._remote(loc)
-        size, data = downloader.probe(url, SMALL)
+        self._require_served(loc)
+        size = self.registry.download_size(ident)
+        data = self.registry.read_download(ident) if size <= SMALL else None
         return RemoteFile(
             self,
             ident,
-            url,
-            downloader,
+            self.registry,
             size,
             data,
             block_size=block_size or "default",

@@ -1,8 +1,13 @@
 """Which registry a filesystem uses, decided before fsspec caches the instance.
 
-fsspec keeps one filesystem per set of constructor arguments. The registry URL is
-resolved first (explicit, else ``NBANK_REGISTRY``, else the archive's, else the
-embedded default) and put among those arguments, so that an instance made under one
+The rule is the core's one (:func:`nbank_core.resolve_settings`): with an
+``archive``, the registry its ``nbank.json`` names (``NBANK_REGISTRY`` is ignored
+then, and an explicit ``registry`` that differs is a ValueError when the filesystem
+is made); without one, ``registry``, else ``NBANK_REGISTRY``, else the embedded
+default.
+
+fsspec keeps one filesystem per set of constructor arguments. The resolved registry
+URL is put among those arguments, so that an instance made under one
 ``NBANK_REGISTRY`` is not reused under another, and ``storage_options`` (what
 pickles carry to dask workers) always name the registry explicitly.
 
@@ -18,28 +23,20 @@ from typing import Any
 from fsspec.config import apply_config
 from fsspec.spec import _Cached
 
-from nbank_core import Settings, read_config
+from nbank_core import resolve_settings
 
 __all__ = ["ResolvingCached", "registry_url"]
-
-ENV_REGISTRY = "NBANK_REGISTRY"
 
 
 def registry_url(
     registry: str | None = None, archive: str | os.PathLike[str] | None = None
 ) -> str:
-    """The registry a filesystem uses: ``registry``, else ``NBANK_REGISTRY``, else the
-    one in ``archive``'s ``nbank.json``, else the embedded default.
-    """
-    if not registry and archive is not None and not os.environ.get(ENV_REGISTRY):
-        registry = read_config(archive).registry
-    return Settings.from_env(registry=registry).registry
+    """The registry a filesystem given ``registry`` and ``archive`` uses."""
+    return resolve_settings(registry, archive=archive).registry
 
 
 class ResolvingCached(_Cached):
-    """Resolves the registry URL before fsspec computes an instance's cache key, so
-    an instance made under one ``NBANK_REGISTRY`` is not reused under another, and
-    ``storage_options`` (what pickles carry to dask workers) name it explicitly."""
+    """Resolves the registry URL before fsspec computes an instance's cache key."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         kwargs = apply_config(cls, kwargs)

@@ -1,14 +1,16 @@
-"""Writing resources: bytes go to a temp file in the archive's ``staging/``, and are
-deposited (through :func:`nbank_core.deposit`, the one deposit path) only on commit.
+"""Writing resources: bytes go to the core's staged output in the archive's
+``staging/`` (:class:`nbank_core.StagedOutput`, named ``<id>~<token><ext>``), and
+are deposited (through :func:`nbank_core.deposit`, the one deposit path) only on
+commit.
 
 - Outside a transaction, closing the file commits it, unless the ``with`` block that
-  wrote it raised: then the temp file is removed and nothing is registered. This
+  wrote it raised: then the staged file is removed and nothing is registered. This
   holds for ``with fs.open(...)`` (the file's own ``__exit__`` sees the exception)
   and for ``with fsspec.open(...)``, whose wrapper closes the file without passing
   the exception on: ``close()`` then sees it as the exception being handled
   (``sys.exception()``), and discards if it is not the one that was already being
   handled when the file was opened.
-- Inside ``with fs.transaction:``, closing only finishes the temp file; every file
+- Inside ``with fs.transaction:``, closing only finishes the staged file; every file
   of the transaction is deposited when the block ends without an exception (one
   deposit per archive and datatype), and discarded otherwise.
 - Resources are immutable: writing the same bytes again under an id is a success
@@ -41,10 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,18 +57,19 @@ from nbank_core import (
     DepositResult,
     PolicyError,
     Registry,
+    Settings,
+    StagedOutput,
     deposit,
-    read_config,
+    raise_for_result,
 )
 
 __all__ = ["DepositFile", "DepositTransaction", "Depositor", "deposit_files"]
 
-STAGING_PREFIX = ".fsspec-"
 _SUFFIX = re.compile(r"(\.[-\w]+)*")
 
 
 class Depositor:
-    """Where and how a filesystem deposits: its archive (read on first write), the
+    """Where and how a filesystem deposits: its archive (from its settings), the
     default datatype and metadata, and the datatypes' file extensions."""
 
     OPTIONS = frozenset({"dtype", "metadata", "suffix"})
@@ -76,23 +77,29 @@ class Depositor:
     def __init__(
         self,
         registry: Registry,
-        archive: str | os.PathLike[str] | None = None,
+        settings: Settings,
         dtype: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.registry = registry
-        self.archive = None if archive is None else Path(archive)
+        self.settings = settings
         self.dtype = dtype
         self.metadata = dict(metadata or {})
-        self._config: ArchiveConfig | None = None
         self._suffixes: dict[str, str] = {}
 
     def open(
-        self, fs: Any, ident: str, *, exist_ok: bool, autocommit: bool, **options: Any
+        self,
+        fs: Any,
+        ident: str,
+        *,
+        ext: str = "",
+        exist_ok: bool,
+        autocommit: bool,
+        **options: Any,
     ) -> DepositFile:
         """A new file to deposit under ``ident``; ``options`` (``dtype``,
-        ``metadata``, ``suffix``: the archived file's extension) override the
-        defaults for this file."""
+        ``metadata``, ``suffix``: the archived file's extension, else the path's
+        ``.ext``, else the datatype's) override the defaults for this file."""
         unknown = set(options) - self.OPTIONS
         if unknown:
             raise TypeError(
@@ -111,13 +118,20 @@ class Depositor:
             raise ValueError(
                 f"invalid suffix {suffix!r}: give a file extension such as '.csv'"
             )
+        if suffix is not None and ext and suffix != ext:
+            raise ValueError(
+                f"nbank://{ident}{ext} names the extension {ext!r}, but suffix="
+                f"{suffix!r} was given: give one of them"
+            )
+        if suffix is None:
+            suffix = ext or self.suffix(dtype)
         return DepositFile(
             fs,
             ident,
             archive=cfg,
             dtype=dtype,
             metadata={**self.metadata, **(options.get("metadata") or {})},
-            suffix=self.suffix(dtype) if suffix is None else suffix,
+            suffix=suffix,
             exist_ok=exist_ok,
             autocommit=autocommit,
         )
@@ -125,21 +139,19 @@ class Depositor:
     def config(self) -> ArchiveConfig:
         """The archive's configuration; refuses archives that name resources
         themselves, as a path's id could not be kept."""
-        if self._config is None:
-            if self.archive is None:
-                raise ValueError(
-                    "writing resources needs an archive: pass archive='/path/to/"
-                    "archive' to the filesystem (storage_options)"
-                )
-            cfg = read_config(self.archive)
-            if cfg.auto_identifiers:
-                raise PolicyError(
-                    f"the archive at '{cfg.path}' names resources itself "
-                    "(auto_identifiers): it cannot store a resource under the id "
-                    "of an nbank:// path; deposit with 'nbank deposit' instead"
-                )
-            self._config = cfg
-        return self._config
+        if self.settings.archive is None:
+            raise ValueError(
+                "writing resources needs an archive: pass archive='/path/to/"
+                "archive' to the filesystem (storage_options)"
+            )
+        cfg = self.settings.archive_config()
+        if cfg.auto_identifiers:
+            raise PolicyError(
+                f"the archive at '{cfg.path}' names resources itself "
+                "(auto_identifiers): it cannot store a resource under the id "
+                "of an nbank:// path; deposit with 'nbank deposit' instead"
+            )
+        return cfg
 
     def suffix(self, dtype: str) -> str:
         """The file extension of ``dtype`` (one registry request per datatype);
@@ -174,11 +186,8 @@ class DepositFile(io.IOBase):
         self.metadata = dict(metadata or {})
         self.exist_ok, self.autocommit = exist_ok, autocommit
         self.result: DepositResult | None = None
-        staging = archive.staging_dir
-        staging.mkdir(mode=archive.shard_mode() & 0o777, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=STAGING_PREFIX, suffix=suffix, dir=staging)
-        self.temp = Path(name)
-        self._f = os.fdopen(fd, "wb")
+        self.staged = StagedOutput(archive, path, suffix)
+        self._f = self.staged.open("wb")
         self.state = "open"
         self._outer = sys.exception()  # being handled when opened: not ours
 
@@ -244,77 +253,107 @@ class DepositFile(io.IOBase):
 
     # -- commit and discard ------------------------------------------------------
     def commit(self) -> None:
-        """Deposits the file; raises the deposit's error (the temp file is gone
-        either way)."""
-        deposit_files([self], self.fs.registry, on_done=self.fs.invalidate_cache)
+        """Deposits the file (:meth:`nbank_core.StagedOutput.commit`); raises the
+        deposit's error (the staged file is gone either way)."""
+        self._finish()
+        try:
+            self.result = self.staged.commit(
+                self.fs.registry,
+                dtype=self.dtype,
+                metadata=self.metadata,
+                exist_ok=self.exist_ok,
+            )
+        except BaseException:
+            self.state = "failed"
+            self.fs._resolver.forget(self.path)
+            raise
+        self.state = "committed"
+        self.fs._resolver.remember_deposit(self.result, self.archive)
+        _refuse_existing(self)
 
     def discard(self) -> None:
-        """Removes the temp file; nothing is registered. Safe to call again."""
+        """Removes the staged file; nothing is registered. Safe to call again."""
         if not self._f.closed:
             self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp)
+        self.staged.discard()
         if self.state in ("open", "written"):
             self.state = "discarded"
 
     def _finish(self) -> None:
         if self.state == "open":
-            self._f.flush()
-            os.fsync(self._f.fileno())
             self._f.close()
+            self.staged.finish()
             self.state = "written"
 
 
-def deposit_files(
-    files: Sequence[DepositFile],
-    registry: Registry,
-    on_done: Any = None,
-) -> list[DepositResult]:
-    """Deposits the written files (one :func:`nbank_core.deposit` per archive,
-    datatype and ``exist_ok``), removes every temp file, calls ``on_done(id)`` for
-    each, and raises the first failure (with a note counting the others)."""
+def deposit_files(files: Sequence[DepositFile], fs: Any) -> list[DepositResult]:
+    """Deposits the written files of a transaction: one :func:`nbank_core.deposit`
+    of their staged outputs per archive, datatype and ``exist_ok``. Removes every
+    staged file, tells the filesystem's lookup cache what was deposited, and raises
+    the first failure (with a note naming the others)."""
     pending = [f for f in files if f.state in ("open", "written")]
     groups: dict[tuple[Path, str, bool], list[DepositFile]] = {}
     for f in pending:
         f._finish()
         groups.setdefault((f.archive.path, f.dtype, f.exist_ok), []).append(f)
-    failed: list[DepositResult] = []
+    resolver = fs._resolver
+    failed: list[DepositFile] = []
     done: list[DepositResult] = []
     try:
         for (_, dtype, exist_ok), group in groups.items():
             items = [
-                DepositItem(f.temp, name=f.path, metadata=f.metadata) for f in group
+                DepositItem(f.staged.path, name=f.path, metadata=f.metadata)
+                for f in group
             ]
             results = deposit(
                 group[0].archive,
                 items,
                 dtype=dtype,
-                registry=registry,
-                keep_source=False,  # staged by a hard link to the temp file
+                registry=fs.registry,
+                keep_source=False,  # staged in the archive: linked, not copied
                 exist_ok=exist_ok,
             )
             for f, r in zip(group, results, strict=True):
                 f.result, f.state = r, "committed" if r.ok else "failed"
-                (done if r.ok else failed).append(r)
+                if r.ok:
+                    done.append(r)
+                    resolver.remember_deposit(r, f.archive)
+                else:
+                    failed.append(f)
     finally:
         for f in pending:
             f.discard()
-            if on_done is not None:
-                on_done(f.path)
+            if f.state != "committed":
+                resolver.forget(f.path)
+    for f in pending:
+        _refuse_existing(f)
     if failed:
         first = failed[0]
-        err = first.exception or OSError(first.error)
-        if len(failed) > 1:
-            others = ", ".join(f"'{r.id}'" for r in failed[1:])
-            err.add_note(f"also not deposited: {others}")
-        raise err
+        assert first.result is not None
+        try:
+            raise_for_result(first.result, f"nbank://{first.path}")
+        except Exception as err:
+            if len(failed) > 1:
+                others = ", ".join(f"'{f.path}'" for f in failed[1:])
+                err.add_note(f"also not deposited: {others}")
+            raise
     return done
+
+
+def _refuse_existing(f: DepositFile) -> None:
+    """Mode ``xb`` refuses even the same content already archived under the id,
+    which a deposit reports as a success (``exists``): nothing was changed."""
+    if not f.exist_ok and f.result is not None and f.result.status == "exists":
+        raise FileExistsError(
+            f"nbank://{f.path} already exists (with the same content): mode 'xb' "
+            "(pipe_file mode='create') refuses to write an existing resource"
+        )
 
 
 class DepositTransaction(Transaction):
     """``with fs.transaction:``: deposits every file written in the block when it
     ends normally (one batch per archive and datatype), discards them all
-    otherwise, and never leaves a temp file behind."""
+    otherwise, and never leaves a staged file behind."""
 
     def complete(self, commit: bool = True) -> None:
         fs = self.fs
@@ -322,7 +361,7 @@ class DepositTransaction(Transaction):
         self.files.clear()
         try:
             if commit and files:
-                deposit_files(files, fs.registry, on_done=fs.invalidate_cache)
+                deposit_files(files, fs)
         finally:
             for f in files:
                 f.discard()

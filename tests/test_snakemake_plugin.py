@@ -21,7 +21,8 @@ from snakemake_storage_plugin_nbank import (
     StorageProviderSettings,
 )
 
-from nbank_core import DepositItem, deposit, sha1_file
+from nbank_core import DepositItem, deposit, same_registry, sha1_file
+from nbank_core.config import registry_mismatch
 
 LOG = logging.getLogger("test-nbank-storage")
 
@@ -99,6 +100,7 @@ class TestNbankStorage(TestStorageBase):
     [
         "nbank:st32_1_2_1",
         "nbank://st32_1_2_1",
+        "nbank:/st32_1_2_1",
         "st32_1_2_1",
         "nbank://{unit}_spikes",
         "nbank:{unit}_spikes.csv",
@@ -115,8 +117,9 @@ def test_valid_queries(query: str) -> None:
     [
         ("nbank://a/b", "ids may only contain"),
         ("nbank:with space", "ids may only contain"),
-        ("nbank://a.tar.gz", "invalid extension"),
-        ("nbank://abc.", "invalid extension"),
+        ("nbank://a.tar.gz", "one '.ext' of 1-16"),
+        ("nbank://abc.", "one '.ext' of 1-16"),
+        ("nbank://https://host/neurobank/resources/x/", "ids may only contain"),
         ("s3://bucket/key", "not an nbank query"),
         ("https://host/neurobank/resources/x/", "not an nbank query"),
         ("nbank://", "cannot be empty"),
@@ -131,7 +134,13 @@ def test_invalid_queries_say_why(query: str, reason: str) -> None:
 
 def test_queries_are_normalised(tmp_path: Path, archive) -> None:
     provider = provider_for(tmp_path, settings_for(archive))
-    for query in ("nbank:u1.csv", "nbank://u1.csv", "u1.csv", " nbank:u1.csv/"):
+    for query in (
+        "nbank:u1.csv",
+        "nbank://u1.csv",
+        "nbank:/u1.csv",
+        "u1.csv",
+        " nbank:u1.csv/",
+    ):
         obj = provider.object(query)
         assert obj.query == "nbank://u1.csv"
         assert obj.local_path() == tmp_path / "local-prefix" / "u1.csv"
@@ -146,7 +155,9 @@ def test_postprocess_never_raises(text: str) -> None:
 
 
 # -- reading ---------------------------------------------------------------------
-def test_inventory_is_one_bulk_request(tmp_path: Path, archive, uniq: str) -> None:
+def test_inventory_is_one_bulk_request(
+    tmp_path: Path, archive, uniq: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Thirty inputs and thirty missing outputs: one inventory fills everything
     with bulk requests, and nothing asks the registry again."""
     names = [f"in{i}_{uniq}" for i in range(30)]
@@ -163,7 +174,8 @@ def test_inventory_is_one_bulk_request(tmp_path: Path, archive, uniq: str) -> No
             calls.append(_name)
             return _real(*args, **kwargs)
 
-        setattr(reg, method, counted)
+        # the registry is the process's shared one: undo the counting afterwards
+        monkeypatch.setattr(reg, method, counted)
 
     cache = IOCache(max_wait_time=10)
     asyncio.run(inputs[0].inventory(cache))
@@ -279,7 +291,15 @@ def test_provenance_and_settings_metadata(tmp_path: Path, archive, uniq: str) ->
     stored(provider_for(tmp_path, settings), f"nbank:meta_{uniq}", "m")
     meta = archive.registry.get_resource(f"meta_{uniq}")["metadata"]
     assert meta["project"] == "songs" and meta["n"] == 3
-    assert meta["snakemake_version"].count(".") >= 1
+    assert meta["engine"] == "snakemake"
+    assert meta["engine_version"].count(".") >= 1
+
+
+def test_user_metadata_wins_over_provenance(tmp_path: Path, archive, uniq: str) -> None:
+    settings = settings_for(archive, metadata='{"engine": "by hand"}')
+    stored(provider_for(tmp_path, settings), f"nbank:own_{uniq}", "o")
+    meta = archive.registry.get_resource(f"own_{uniq}")["metadata"]
+    assert meta["engine"] == "by hand" and "engine_version" in meta
 
 
 def test_remove_refused_unless_allowed(tmp_path: Path, archive, uniq: str) -> None:
@@ -345,3 +365,32 @@ def test_unreachable_registry_is_a_workflow_error(tmp_path: Path) -> None:
     obj = provider_for(tmp_path, settings).object("nbank:anything")
     with pytest.raises(WorkflowError, match="nbank://anything"):
         obj.exists()
+
+
+def test_the_archive_names_the_registry(
+    tmp_path: Path, archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NBANK_REGISTRY does not override the archive's registry; an explicit
+    registry setting that differs is nbank's one mismatch error."""
+    other = "sqlite://" + str(tmp_path / "other.sqlite")
+    monkeypatch.setenv("NBANK_REGISTRY", other)
+    provider = provider_for(tmp_path, settings_for(archive, registry=None))
+    assert same_registry(provider.registry_url, archive.cfg.registry)
+    with pytest.raises(WorkflowError) as info:
+        provider_for(tmp_path, settings_for(archive, registry=other))
+    expected = registry_mismatch(archive.path, archive.cfg.registry, other)
+    assert str(info.value).count(expected) == 1
+    assert not (tmp_path / "other.sqlite").exists()
+
+
+def test_reading_needs_no_archive(
+    tmp_path: Path, archive, uniq: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an archive, inputs are read through NBANK_REGISTRY."""
+    name = f"read_{uniq}"
+    deposit_texts(archive, tmp_path, {name: "read me"})
+    monkeypatch.setenv("NBANK_REGISTRY", archive.backend.url)
+    settings = settings_for(archive, registry=None, archive=None)
+    obj = provider_for(tmp_path, settings).object(f"nbank:{name}.txt")
+    obj.retrieve_object()
+    assert obj.local_path().read_text() == "read me"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from snakemake_helpers import (
     staging_is_empty,
 )
 
-from nbank_core import sha1_file
+from nbank_core import DepositItem, Registry, deposit, open_registry, sha1_file
+from nbank_core.config import registry_mismatch
 
 pytestmark = pytest.mark.slow
 
@@ -74,9 +76,11 @@ def test_example_workflow_and_rerun(example: Example) -> None:
         record = records[f"{stimulus}_summary"]
         assert record["dtype"] == example.summary_dtype
         meta = record["metadata"]
-        assert meta["snakemake_rule"] == "summarize"
-        assert meta["snakemake_inputs"] == [stimulus]
-        assert meta["snakemake_version"].startswith("9.")
+        assert meta["engine"] == "snakemake"
+        assert meta["step"] == "summarize"
+        assert meta["inputs"] == [stimulus]
+        assert meta["parameters"] == {"stimulus": stimulus}
+        assert meta["engine_version"].startswith("9.")
         (path,) = archived_files(example.archive.path, f"{stimulus}_summary")
         assert path.suffix == ".json"
         assert json.loads(path.read_text())["stimulus"] == stimulus
@@ -176,8 +180,9 @@ def test_cluster_generic_deposits_each_output_once(
         records = list(archive.registry.search(name=name))
         assert [r["name"] for r in records] == [name]
         assert records[0]["metadata"]["project"] == "cluster test"
-        assert records[0]["metadata"]["snakemake_rule"] == "size"
-        assert records[0]["metadata"]["snakemake_inputs"] == [s]
+        assert records[0]["metadata"]["step"] == "size"
+        assert records[0]["metadata"]["inputs"] == [s]
+        assert records[0]["metadata"]["parameters"] == {"s": s}
         (path,) = archived_files(archive.path, name)
         assert path.read_text().split()[0] == s
     assert staging_is_empty(archive.path)
@@ -219,3 +224,91 @@ def test_run_sh_on_an_empty_directory(tmp_path: Path) -> None:
         env={**env, "NBANK_REGISTRY": f"sqlite://{work}/.nbank/registry.sqlite"},
     )
     assert listed.stdout.split() == [f"tone_{f}_summary" for f in (220, 440, 880)]
+
+
+SNAKEFILE_ARCHIVE = """
+storage:
+    provider="nbank", archive={archive!r}, dtype={dtype!r}
+
+rule all:
+    input: storage.nbank("nbank://{name}.txt")
+
+rule copy:
+    input: storage.nbank("nbank:{source}.txt")
+    output: storage.nbank("nbank://{{name}}.txt")
+    shell: "touch {marker}; cat {{input}} > {{output}}; echo copied >> {{output}}"
+"""
+
+
+@pytest.fixture
+def other_registry(tmp_path: Path) -> Iterator[Registry]:
+    """An existing embedded registry that is not the archive's."""
+    url = "sqlite://" + str(tmp_path / "other" / "registry.sqlite")
+    (tmp_path / "other").mkdir()
+    with open_registry(url, create=True) as reg:
+        yield reg
+
+
+def archive_workflow(archive, uniq: str, tmp_path: Path) -> tuple[str, str, Path]:
+    """A Snakefile that copies an input of ``archive`` into a new output; returns
+    the ids of the input and the output, and the file the job touches."""
+    source, name = f"src_{uniq}", f"copy_{uniq}"
+    (tmp_path / f"{source}.txt").write_text(f"input {uniq}\n")
+    (result,) = deposit(
+        archive.cfg,
+        [DepositItem(tmp_path / f"{source}.txt", name=source)],
+        dtype=archive.dtype,
+        registry=archive.registry,
+    )
+    assert result.ok, result.error
+    marker = tmp_path / "job-ran"
+    (tmp_path / "Snakefile").write_text(
+        SNAKEFILE_ARCHIVE.format(
+            archive=str(archive.path),
+            dtype=archive.dtype,
+            name=name,
+            source=source,
+            marker=marker,
+        )
+    )
+    return source, name, marker
+
+
+def test_nbank_registry_never_redirects_deposits(
+    backend, archive, other_registry: Registry, uniq: str, tmp_path: Path
+) -> None:
+    """With NBANK_REGISTRY naming another existing registry, the workflow reads and
+    deposits through the archive's registry, never the other one."""
+    source, name, marker = archive_workflow(archive, uniq, tmp_path)
+    env = clean_env(tmp_path, {**backend.env, "NBANK_REGISTRY": other_registry.url})
+    snakemake(tmp_path, env=env)
+    assert marker.exists()
+    record = archive.registry.get_resource(name)
+    assert record["metadata"]["inputs"] == [source]
+    assert record["metadata"]["step"] == "copy"
+    (path,) = archived_files(archive.path, name)
+    assert path.read_text() == f"input {uniq}\ncopied\n"
+    assert record["sha1"] == sha1_file(path)
+    assert other_registry.get_resources([name, source]) == {}
+    assert list(other_registry.search(name=name)) == []
+
+
+def test_explicit_other_registry_stops_before_any_job(
+    backend, archive, other_registry: Registry, uniq: str, tmp_path: Path
+) -> None:
+    """An explicit registry setting that is not the archive's is nbank's one-line
+    mismatch error, at start-up: no job runs, nothing is deposited anywhere."""
+    _, name, marker = archive_workflow(archive, uniq, tmp_path)
+    env = clean_env(tmp_path, backend.env)
+    proc = snakemake(
+        tmp_path, "--storage-nbank-registry", other_registry.url, env=env, check=False
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    expected = registry_mismatch(archive.path, archive.cfg.registry, other_registry.url)
+    assert "\n" not in expected
+    assert log.count(expected) == 1, log
+    assert not marker.exists()
+    assert "rule copy" not in log
+    assert archive.registry.get_resources([name]) == {}
+    assert other_registry.get_resources([name]) == {}

@@ -16,8 +16,10 @@ archive into Snakemake's local storage prefix. Outputs are deposited into
 :mod:`._provenance`). Settings are also flags (``--storage-nbank-archive``) and,
 for the registry and credentials, environment variables
 (``SNAKEMAKE_STORAGE_NBANK_REGISTRY``, ``..._AUTH``, or nbank's own
-``NBANK_REGISTRY`` / ``NBANK_AUTH``). Without a registry, the archive's registry is
-used, else the embedded default.
+``NBANK_REGISTRY`` / ``NBANK_AUTH``). Which registry is used follows nbank's one
+rule (:func:`nbank_core.resolve_settings`): with an archive, the registry its
+``nbank.json`` names, for reads and deposits; an explicit ``registry`` setting
+that differs from it stops the workflow at start-up.
 
 >>> StorageProvider.is_valid_query("nbank:{unit}_spikes.csv").valid
 True
@@ -53,17 +55,15 @@ from nbank_core import (
     DepositItem,
     Located,
     NbankError,
-    NotFound,
     Registry,
     Resolver,
-    Settings,
     deposit,
-    read_config,
+    resolve_settings,
+    resolver_for,
     withdraw,
 )
 
 from . import _query
-from ._lookup import Lookup
 from ._provenance import JobIndex
 from ._remove import check_allowed
 from ._support import edge, is_dir, json_object, past, setting, stat_or_none
@@ -84,7 +84,8 @@ class StorageProviderSettings(StorageProviderSettingsBase):
         default=None,
         metadata=_help(
             "Registry URL (http(s)://host/neurobank/ or sqlite:///path). Default: "
-            "$NBANK_REGISTRY, else the archive's registry, else the embedded one.",
+            "the archive's registry, else $NBANK_REGISTRY, else the embedded one. "
+            "With an archive, it must be the archive's registry.",
             env_var=True,
         ),
     )
@@ -125,14 +126,13 @@ class StorageProvider(StorageProviderBase):
         s = self.settings or StorageProviderSettings()
         self.allow_remove = setting(lambda: check_allowed(s.allow_remove))
         self.output_metadata = setting(lambda: json_object(s.metadata))
-        self._archive_path = os.path.abspath(s.archive) if s.archive else None
-        self._archive: ArchiveConfig | None = None
-        url = s.registry
-        if not url and not os.environ.get("NBANK_REGISTRY") and self._archive_path:
-            url = setting(lambda: self.archive_config().registry)
-        self._nbank = setting(lambda: Settings.from_env(registry=url, auth=s.auth))
-        self._registry: Registry | None = None
-        self.lookup = Lookup(_LazyResolver(self))
+        archive = os.path.abspath(s.archive) if s.archive else None
+        # nbank's one settings rule; it reads the archive's nbank.json (if one is
+        # set) and opens nothing: the registry is opened by the first lookup
+        self.nbank = setting(
+            lambda: resolve_settings(s.registry or None, archive=archive, auth=s.auth)
+        )
+        self._resolver: Resolver | None = None
         self._objects: dict[str, list[StorageObject]] = {}
         self.jobs = JobIndex()
 
@@ -177,27 +177,34 @@ class StorageProvider(StorageProviderBase):
     # -- what the objects share ------------------------------------------------
     @property
     def registry_url(self) -> str:
-        return self._nbank.registry
+        return self.nbank.registry
+
+    @property
+    def resolver(self) -> Resolver:
+        """The process's shared lookup cache for the registry, made (and the
+        registry opened) on first use; it fetches every id handed out so far with
+        its next bulk request."""
+        if self._resolver is None:
+            resolver = resolver_for(self.nbank)
+            resolver.expect(list(self._objects))
+            self._resolver = resolver
+        return self._resolver
 
     @property
     def registry(self) -> Registry:
         """The registry, opened on first use."""
-        if self._registry is None:
-            self._registry = self._nbank.open()
-        return self._registry
+        return self.resolver.registry
 
     def archive_config(self) -> ArchiveConfig:
-        """The archive outputs go to; raises ConfigError if none is set."""
-        if self._archive is None:
-            if self._archive_path is None:
-                raise WorkflowError(
-                    "the nbank storage provider needs an archive to deposit outputs: "
-                    "set archive=... in the Snakefile's storage directive or pass "
-                    "--storage-nbank-archive PATH"
-                )
-            with edge(self._archive_path):
-                self._archive = read_config(self._archive_path)
-        return self._archive
+        """The archive outputs go to; raises WorkflowError if none is set."""
+        if self.nbank.archive is None:
+            raise WorkflowError(
+                "the nbank storage provider needs an archive to deposit outputs: "
+                "set archive=... in the Snakefile's storage directive or pass "
+                "--storage-nbank-archive PATH"
+            )
+        with edge(self.nbank.archive):
+            return self.nbank.archive_config()
 
     def output_dtype(self) -> str:
         dtype = self.settings.dtype if self.settings is not None else None
@@ -212,24 +219,19 @@ class StorageProvider(StorageProviderBase):
     def _note(self, obj: StorageObject) -> None:
         assert obj.nbank_id is not None
         self._objects.setdefault(obj.nbank_id, []).append(obj)
-        self.lookup.add(obj.nbank_id)
+        if self._resolver is not None:
+            self._resolver.expect([obj.nbank_id])
 
     def objects_of(self, ident: str) -> list[StorageObject]:
         return self._objects.get(ident, [])
 
-
-class _LazyResolver:
-    """A Resolver created on first use, so that no registry is opened while the
-    Snakefile is parsed."""
-
-    def __init__(self, provider: StorageProvider) -> None:
-        self._provider = provider
-        self._resolver: Resolver | None = None
-
-    def locate_many(self, ids: list[str]) -> dict[str, Located]:
-        if self._resolver is None:
-            self._resolver = Resolver(self._provider.registry)
-        return self._resolver.locate_many(ids)
+    def not_inventoried(self, cache: IOCacheStorageInterface) -> list[str]:
+        """The ids handed out whose objects ``cache`` does not know yet."""
+        return [
+            ident
+            for ident, objs in list(self._objects.items())
+            if any(str(o.local_path()) not in cache.exists_in_storage for o in objs)
+        ]
 
 
 class StorageObject(StorageObjectRead, StorageObjectWrite):
@@ -249,7 +251,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
 
     # -- paths ----------------------------------------------------------------
     def local_suffix(self) -> str:
-        return _query.body(self.query)
+        return _query.local_suffix(self.query)
 
     def get_inventory_parent(self) -> str | None:
         return None  # inventory fills exact keys; there is no directory to list
@@ -263,11 +265,11 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
         request answered."""
         if self.nbank_id is None:
             return
+        ids = [self.nbank_id, *self.provider.not_inventoried(cache)]
         with edge(self.query):
-            answered = self.provider.lookup.resolve([self.nbank_id])
-        ids = set(answered) | {self.nbank_id}
-        for ident in ids:
-            located = self.provider.lookup.known(ident)
+            found = self.provider.resolver.locate_many(ids)
+        for ident in dict.fromkeys(ids):
+            located = found.get(ident)
             for obj in self.provider.objects_of(ident) or [self]:
                 key = str(obj.local_path())
                 if key in cache.exists_in_storage:
@@ -285,13 +287,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
         if self.nbank_id is None:
             raise WorkflowError(f"{self.query} is not a valid nbank query")
         with edge(self.query):
-            located = self.provider.lookup.get(self.nbank_id)
-            if located is None:
-                raise NotFound(
-                    f"'{self.nbank_id}' is not registered in "
-                    f"{self.provider.registry_url}"
-                )
-        return located
+            return self.provider.resolver.locate(self.nbank_id)
 
     def _archived(self) -> Path:
         located = self._located()
@@ -302,7 +298,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
         if self.nbank_id is None:
             return False
         with edge(self.query):
-            return self.provider.lookup.get(self.nbank_id) is not None
+            found = self.provider.resolver.locate_many([self.nbank_id])
+        return self.nbank_id in found
 
     def mtime(self) -> float:
         return past(os.stat(self._archived()).st_mtime)
@@ -337,17 +334,18 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
             raise WorkflowError(f"{self.query} is not a valid nbank query")
         provider = self.provider
         cfg, dtype = provider.archive_config(), provider.output_dtype()
-        item = DepositItem(
-            source=self.local_path(),
-            name=self.nbank_id,
-            metadata=provider.jobs.provenance(self, provider.registry_url),
-        )
+        # the user's metadata wins over provenance keys of the same name
+        metadata = {
+            **provider.jobs.provenance(self, provider.registry_url),
+            **provider.output_metadata,
+        }
+        item = DepositItem(source=self.local_path(), name=self.nbank_id)
         with edge(self.query):
             (result,) = deposit(
                 cfg,
                 [item],
                 dtype=dtype,
-                metadata=provider.output_metadata,
+                metadata=metadata,
                 registry=provider.registry,
                 keep_source=True,
                 exist_ok=True,
@@ -356,16 +354,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
             raise WorkflowError(
                 f"{self.query} was not deposited: {result.error}"
             ) from result.exception
-        assert result.path is not None
-        provider.lookup.remember(
-            Located(
-                self.nbank_id,
-                result.sha1,
-                result.path.name,
-                ({"scheme": "neurobank", "root": str(cfg.path)},),
-                result.path,
-            )
-        )
+        provider.resolver.remember_deposit(result, cfg)
 
     def remove(self) -> None:
         """Refuses unless ``allow_remove`` is ``yes``; then deletes the record and
@@ -381,8 +370,9 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
             return
         cfg = self.provider.archive_config()
         with edge(self.query):
-            located = self.provider.lookup.get(self.nbank_id)
+            resolver = self.provider.resolver
+            located = resolver.locate_many([self.nbank_id]).get(self.nbank_id)
             if located is None:
                 return
-            withdraw(cfg, self.provider.registry, located)
-        self.provider.lookup.forget(self.nbank_id)
+            withdraw(cfg, resolver.registry, located)
+        resolver.forget(self.nbank_id)

@@ -1,17 +1,20 @@
-"""Provenance recorded in the metadata of every output the plugin deposits.
+"""Provenance recorded in the metadata of every output the plugin deposits, in
+nbank's one schema (:func:`nbank_core.provenance`):
 
-- ``snakemake_version``: the Snakemake that ran the job;
-- ``snakemake_rule``: the rule's name;
-- ``snakemake_inputs``: the ids of the job's ``nbank`` inputs, in order (an input
-  from another registry is written as its full identifier URL). Local files and
-  other storage providers are not recorded.
+- ``engine``: ``snakemake``; ``engine_version``: the Snakemake that ran the job;
+- ``step``: the rule's name;
+- ``inputs``: the ids of the job's ``nbank`` inputs, in order (an input from
+  another registry is written as its full identifier URL). Local files and other
+  storage providers are not recorded;
+- ``parameters``: the job's wildcards.
 
 The job is found in the DAG of the running workflow (Snakemake's module global
 ``snakemake.workflow.workflow``) by the output's local path; where there is none (a
-storage object used outside a workflow) only the version is recorded.
+storage object used outside a workflow) only the engine and its version are
+recorded.
 
 >>> sorted(JobIndex().provenance(object(), "sqlite:///r.sqlite"))
-['snakemake_version']
+['engine', 'engine_version']
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from nbank_core import full_url
+import nbank_core
+from nbank_core import input_ref
 
 __all__ = ["JobIndex", "snakemake_version"]
 
@@ -33,6 +37,13 @@ def snakemake_version() -> str:
         return metadata.version("snakemake")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _schema() -> Any:
+    """``nbank_core.provenance``, the function. Once the module of the same name
+    is imported, the package attribute is that module, not the function."""
+    found = nbank_core.provenance
+    return getattr(found, "provenance", found)
 
 
 class JobIndex:
@@ -59,20 +70,20 @@ class JobIndex:
     def provenance(self, obj: Any, registry_url: str) -> dict[str, Any]:
         """Metadata describing the job that made the output of storage object
         ``obj``; ``registry_url`` is the registry the output goes to."""
-        meta: dict[str, Any] = {"snakemake_version": snakemake_version()}
         local_path = getattr(obj, "local_path", None)
         job = self.job_of(str(local_path())) if local_path is not None else None
         if job is None:
-            return meta
-        meta["snakemake_rule"] = job.rule.name
+            return _schema()("snakemake", engine_version=snakemake_version())
         inputs = []
         for f in job.input:
             so = f.storage_object if getattr(f, "is_storage", False) else None
             ident = getattr(so, "nbank_id", None)
-            if ident is None:
-                continue
-            url = so.provider.registry_url
-            same = url.rstrip("/") == registry_url.rstrip("/")
-            inputs.append(ident if same else full_url(url, ident))
-        meta["snakemake_inputs"] = inputs
-        return meta
+            if ident is not None:
+                inputs.append(input_ref(ident, so.provider.registry_url, registry_url))
+        return _schema()(
+            "snakemake",
+            step=job.rule.name,
+            inputs=inputs,
+            parameters=dict(job.wildcards_dict or {}),
+            engine_version=snakemake_version(),
+        )

@@ -1,14 +1,17 @@
-"""Queries of the ``nbank`` storage plugin: ``nbank://ID``, ``nbank:ID`` or a bare
-``ID``, each optionally followed by ``.ext``, and each possibly holding
-``{wildcards}``.
+"""Queries of the ``nbank`` storage plugin, as Snakemake sees them.
 
-An id never contains ``.``, so ``nbank://u1_spikes.csv`` is the id ``u1_spikes``
-with the extension ``.csv``: the extension names the local file the job sees and,
-for outputs, the suffix of the archived file. Every query is normalised to
-``nbank://ID[.ext]``.
+The syntax is nbank's one query syntax (:func:`nbank_core.parse_query`):
+``nbank://ID``, ``nbank:ID`` (``nbank:/ID`` too, which Snakemake makes of
+``nbank://ID`` in places) or a bare ``ID``, each optionally followed by ``.ext``.
+What is Snakemake's own: a query may still hold ``{wildcards}`` (each stands for a
+valid part of an id or extension), a query of another storage provider
+(``s3://...``, ``https://...``) is not ours, every query is normalised to
+``nbank://ID[.ext]``, and normalising never raises.
 
 >>> normalise("nbank:{unit}_spikes.csv")
 'nbank://{unit}_spikes.csv'
+>>> normalise("nbank:/st32_1_2_1.wav")
+'nbank://st32_1_2_1.wav'
 >>> parse("st32_1_2_1.wav")
 ('st32_1_2_1', '.wav')
 >>> invalid_reason("nbank://a/b") is not None
@@ -21,24 +24,20 @@ import re
 
 from snakemake_interface_storage_plugins.io import WILDCARD_REGEX
 
-from nbank_core import InvalidIdentifier, validate_id
+from nbank_core import InvalidIdentifier, parse_query
+from nbank_core.ids import split_prefix
 
-__all__ = ["SCHEME", "body", "has_wildcards", "invalid_reason", "normalise", "parse"]
+__all__ = [
+    "SCHEME",
+    "has_wildcards",
+    "invalid_reason",
+    "local_suffix",
+    "normalise",
+    "parse",
+]
 
 SCHEME = "nbank://"
-_PREFIXES = ("nbank://", "nbank:")
-_EXT = re.compile(r"[A-Za-z0-9]{1,16}")
 _OTHER_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-
-
-def body(query: str) -> str:
-    """The query without its ``nbank:`` or ``nbank://`` prefix and trailing ``/``."""
-    text = query.strip()
-    for prefix in _PREFIXES:
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-            break
-    return text.rstrip("/")
 
 
 def has_wildcards(query: str) -> bool:
@@ -46,26 +45,26 @@ def has_wildcards(query: str) -> bool:
     return WILDCARD_REGEX.search(query) is not None
 
 
+def local_suffix(query: str) -> str:
+    """Where the job sees the resource, under the local storage prefix: the query
+    without its prefix (``ID[.ext]``)."""
+    return split_prefix(query)[0]
+
+
 def invalid_reason(query: object) -> str | None:
     """Why ``query`` is not an nbank query, or None if it is one (wildcards are
     accepted where an id or extension may stand)."""
     if not isinstance(query, str):
         return f"{query!r} is not a string"
-    text = query.strip()
-    if not text.startswith(_PREFIXES) and _OTHER_SCHEME.match(text):
+    body, prefixed = split_prefix(query)
+    if not prefixed and _OTHER_SCHEME.match(body):
         return "not an nbank query: expected nbank://ID, nbank:ID or a bare ID"
     # a wildcard stands for a valid id part; show it by its name in messages
-    masked = WILDCARD_REGEX.sub(lambda m: m.group("name").replace(".", "_"), body(text))
-    ident, dot, ext = masked.partition(".")
+    masked = WILDCARD_REGEX.sub(lambda m: m.group("name").replace(".", "_"), query)
     try:
-        validate_id(ident)
-    except InvalidIdentifier as err:
+        parse_query(masked)
+    except ValueError as err:  # InvalidIdentifier, or a URL that is not one
         return str(err)
-    if dot and _EXT.fullmatch(ext) is None:
-        return (
-            f"invalid extension {'.' + ext!r}: after the id, one '.ext' of 1-16 "
-            "letters or digits may follow (ids themselves cannot contain '.')"
-        )
     return None
 
 
@@ -74,7 +73,7 @@ def normalise(query: str) -> str:
     never raises: Snakemake also passes invalid queries through it)."""
     try:
         if invalid_reason(query) is None:
-            return SCHEME + body(query)
+            return SCHEME + local_suffix(query)
     except (TypeError, AttributeError, re.error):
         pass
     return query
@@ -86,5 +85,5 @@ def parse(query: str) -> tuple[str, str]:
     reason = invalid_reason(query)
     if reason is not None:
         raise InvalidIdentifier(f"invalid nbank query {query!r}: {reason}")
-    ident, dot, ext = body(query).partition(".")
-    return ident, dot + ext
+    parsed = parse_query(query)
+    return parsed.id, parsed.ext

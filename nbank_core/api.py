@@ -30,9 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from nbank_core import hashing, ids
-from nbank_core.archive import ArchiveConfig, create_archive, existing_files
+from nbank_core.archive import (
+    CONFIG_NAME,
+    ArchiveConfig,
+    create_archive,
+    existing_files,
+    read_config,
+)
 from nbank_core.config import resolve_settings
-from nbank_core.errors import ConfigError, NotFound
+from nbank_core.errors import (
+    AlreadyExists,
+    ConfigError,
+    IntegrityError,
+    InvalidIdentifier,
+    NotFound,
+)
 from nbank_core.registry import Registry
 from nbank_core.resolve import Located, Resolver
 from nbank_core.transaction import deposit
@@ -47,6 +59,7 @@ __all__ = [
     "locate",
     "locate_many",
     "open_registry_from",
+    "register_archive",
     "registry_info",
     "search",
     "verify",
@@ -101,7 +114,13 @@ def init_archive(
         )
     found = existing_files(root)
     if found:
-        raise FileExistsError(f"'{found[0]}' already exists; not overwriting it")
+        hint = (
+            f"; if it is an archive that moved here, register it again with "
+            f"'nbank init --register {root}'"
+            if (root / CONFIG_NAME).exists()
+            else "; choose an empty directory"
+        )
+        raise AlreadyExists(f"'{found[0]}' already exists, not overwriting it{hint}")
     made_root = not root.exists()
     with open_registry_from(registry, auth, create=True) as reg:
         if reg.find_archive_by_root(str(root)) is not None:
@@ -115,6 +134,71 @@ def init_archive(
             _undo_create(root, made_root)
             raise
     return cfg
+
+
+def register_archive(
+    path: str | os.PathLike[str],
+    *,
+    registry: str | None = None,
+    name: str | None = None,
+    auth: str | tuple[str, str] | None = None,
+) -> tuple[ArchiveConfig, int]:
+    """Registers an existing archive at its current root (after it moved) in the
+    registry its ``nbank.json`` names, under ``name`` (default: the directory's
+    name), and gives every registered resource found in it a location there.
+    Returns ``(config, resources located)``. Raises AlreadyExists if an archive is
+    already registered at this root, or the name is taken."""
+    cfg = read_config(path)
+    settings = resolve_settings(registry, archive=cfg, auth=auth)
+    name = name or cfg.path.name
+    if not _ARCHIVE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"archive name {name!r} must be 1-32 letters, digits, '_' or '-'; "
+            "choose one with -n NAME"
+        )
+    with settings.open() as reg:
+        known = reg.find_archive_by_root(str(cfg.path))
+        if known is not None:
+            raise AlreadyExists(
+                f"the archive at '{cfg.path}' is already registered as "
+                f"'{known['name']}' in {reg.url}"
+            )
+        try:
+            reg.add_archive(name, str(cfg.path))
+        except AlreadyExists:
+            raise AlreadyExists(
+                f"an archive named '{name}' is already registered in {reg.url} (at "
+                "another root); give this one another name with -n NAME"
+            ) from None
+        stems = sorted(
+            {
+                entry.name.partition(".")[0]
+                for shard in _dirs(cfg.resources_dir)
+                for entry in os.scandir(shard)
+            }
+        )
+        records = reg.get_resources([s for s in stems if _is_id(s)])
+        added = 0
+        for ident, record in records.items():
+            if name not in (record.get("locations") or ()):
+                reg.add_location(ident, name)
+                added += 1
+    return cfg, added
+
+
+def _dirs(path: Path) -> list[str]:
+    try:
+        return [e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _is_id(text: str) -> bool:
+    try:
+        ids.validate_id(text)
+    except ValueError:  # InvalidIdentifier
+        return False
+    return True
 
 
 def _undo_create(root: Path, made_root: bool) -> None:
@@ -203,11 +287,32 @@ def verify(
     path: str | os.PathLike[str], *, registry: RegistryArg = None
 ) -> list[dict[str, Any]]:
     """Hashes the file (or directory) at ``path`` and returns the registered
-    resources with that content (at most one: the registry keeps sha1 unique)."""
+    resources with that content (at most one: the registry keeps sha1 unique).
+
+    A file named like a registered id (``<id>`` or ``<id>.<ext>``) is checked
+    against that id's record first: if the record has a hash that the content
+    does not match, IntegrityError says what was expected and found, even when
+    the content is another resource's.
+    """
     try:
         digest = hashing.sha1_path(path)
     except OSError as err:
         raise NotFound(f"cannot read '{path}': {err.strerror}") from None
+    try:  # ids never hold '.': the name up to the first one
+        named: str | None = ids.validate_id(Path(path).name.partition(".")[0])
+    except InvalidIdentifier:
+        named = None
     with open_registry_from(registry) as reg:
-        record = reg.find_sha1(digest)
+        own = reg.get_resources([named]).get(named) if named is not None else None
+        expected = ((own.get("sha1") or "").lower() or None) if own else None
+        if expected is not None and expected != digest:
+            record = reg.find_sha1(digest)
+            other = f", the content of '{record['name']}'" if record else ""
+            raise IntegrityError(
+                f"{path}: FAILED: named like the resource '{named}', whose "
+                f"registered sha1 is {expected}, but its content has sha1 "
+                f"{digest}{other}; it is not '{named}': restore it from the "
+                f"archive ('nbank locate {named}') or rename it"
+            )
+        record = own if expected is not None else reg.find_sha1(digest)
     return [record] if record is not None else []

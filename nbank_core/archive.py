@@ -21,13 +21,15 @@ import grp
 import json
 import os
 import pwd
+import re
 import stat
 import sys
 from pathlib import Path
 from typing import Any
 
-from nbank_core.errors import ConfigError, NotFound
+from nbank_core.errors import ConfigError, IntegrityError, NotFound
 from nbank_core.fsutil import atomic_write_text
+from nbank_core.ids import validate_id
 
 __all__ = [
     "CONFIG_NAME",
@@ -62,6 +64,39 @@ Deposit resources: `nbank deposit archive_path file-1 [file-2 [file-3]]`
 
 Deposited files are given the group and permissions specified in `nbank.json`.
 """
+
+
+#: what may follow an id in its file name: one or more ``.suffix`` of letters,
+#: digits, '_' and '-' (``id.wav``, and ``id.tar.gz`` for multi-part extensions)
+_SUFFIXES = re.compile(r"(?:\.[A-Za-z0-9_-]+)+")
+
+
+def check_filename(name: str, filename: object) -> str:
+    """Returns ``filename`` if it can be the file name of resource ``name`` in an
+    archive: one path component, ``name`` itself or ``name`` followed by suffixes
+    (``name.ext``, ``name.tar.gz``). Raises IntegrityError otherwise, so that no
+    registry answer (``/etc/passwd``, ``../x``) names a file outside the shard.
+
+    >>> check_filename("st32_1", "st32_1.wav")
+    'st32_1.wav'
+    >>> check_filename("st32_1", "../../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    nbank_core.errors.IntegrityError: the registry gave '../../etc/passwd' as ...
+    """
+    if isinstance(filename, str) and (
+        filename == name
+        or (
+            filename.startswith(name)
+            and _SUFFIXES.fullmatch(filename, len(name)) is not None
+        )
+    ):
+        return filename
+    raise IntegrityError(
+        f"the registry gave {filename!r} as the file name of '{name}', which is "
+        f"not a file name in an archive ('{name}' or '{name}.<ext>'); refusing "
+        "it: ask the registry's administrator to correct the record"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +137,14 @@ class ArchiveConfig:
         """The paths a stored resource is expected at, cheapest guesses first.
 
         ``filename`` is the registry's predicted file name (id plus the datatype's
-        extension). Each is one ``stat``; no directory is listed.
+        extension). Each is one ``stat``; no directory is listed. Raises
+        IntegrityError if ``filename`` is not a file name of ``name`` in an archive
+        (see :func:`check_filename`): registry answers never lead out of the shard.
         """
+        validate_id(name)
         shard = self.shard_dir(name)
+        if filename is not None:
+            check_filename(name, filename)
         names = [filename, name] if filename and filename != name else [name]
         return [shard / n for n in names]
 
@@ -113,21 +153,37 @@ class ArchiveConfig:
 
         Tries the predicted names (one ``stat`` each), then lists the shard
         directory for ``<name>.*`` only if none matched: an extension other than
-        the datatype's costs one scan, a hit never does.
+        the datatype's costs one scan, a hit never does. A file found is returned
+        only if it stays in its shard (:meth:`confined`).
         """
         for path in self.candidate_paths(name, filename):
             if os.path.lexists(path):
-                return path
+                return self.confined(name, path)
         shard = self.shard_dir(name)
         prefix = name + "."
         try:
             with os.scandir(shard) as it:
                 for entry in it:
                     if entry.name.startswith(prefix):
-                        return Path(entry.path)
+                        return self.confined(name, Path(entry.path))
         except FileNotFoundError:
             pass
         return None
+
+    def confined(self, name: str, path: Path) -> Path:
+        """Returns ``path`` (a file of ``name`` in its shard) if it resolves inside
+        that shard; raises IntegrityError if it is, or passes through, a symbolic
+        link that leads out of it. One ``realpath`` per call."""
+        shard = self.shard_dir(name)
+        real = Path(os.path.realpath(path))
+        real_shard = Path(os.path.realpath(shard))
+        if real.parent != real_shard and real_shard not in real.parents:
+            raise IntegrityError(
+                f"the file of '{name}' at '{path}' is a symbolic link to '{real}', "
+                f"outside '{shard}'; refusing to follow it out of the archive: "
+                "replace the link with the file itself"
+            )
+        return path
 
     # -- permissions ----------------------------------------------------------
     def uid_gid(self) -> tuple[int, int]:
@@ -157,25 +213,79 @@ class ArchiveConfig:
         return (0o777 & ~self.umask) | _SETGID
 
 
-def _int_umask(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"invalid umask {value!r} in {CONFIG_NAME}")
-    if isinstance(value, int):
-        return value & 0o777
-    if isinstance(value, str):
+def _int_umask(value: Any, where: str = f"{CONFIG_NAME}: policy.access.umask") -> int:
+    """A umask as the existing client writes it (a decimal int, 2 for 0o002) or an
+    octal string ('027'); anything outside 0..0o777 is refused, not truncated."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip():
         try:
-            return int(value, 8) & 0o777
+            number = int(value.strip(), 8)
         except ValueError:
-            pass
-    raise ConfigError(
-        f"invalid umask {value!r} in {CONFIG_NAME}: expected an integer or an "
-        "octal string such as '027'"
+            number = None
+    if number is not None and 0 <= number <= 0o777:
+        return number
+    octal_digits = isinstance(value, int) and set(str(value)) <= set("01234567")
+    hint = (
+        f" (for the octal {value}, write the decimal {int(str(value), 8)} or the "
+        f'string "{value}")'
+        if octal_digits and value > 0o777 and int(str(value), 8) <= 0o777
+        else ""
     )
+    raise ConfigError(
+        f"{where} must be a umask from 0 to 0o777, written as a decimal integer "
+        f'(18 for 022) or an octal string ("022"), not {_shown(value)}{hint}; '
+        "correct it in that file"
+    )
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as a message shows it: short, on one line."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _flag(fname: Path, section: dict[str, Any], field: str, default: bool) -> bool:
+    """A true/false policy (absent or null: ``default``); ``field`` is its dotted
+    name in the document."""
+    value = section.get(field.rpartition(".")[2], default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"{fname}: {field} must be true or false, not {_shown(value)}; "
+            "correct it in that file"
+        )
+    return value
+
+
+def _account(fname: Path, access: dict[str, Any], key: str) -> str | None:
+    """``policy.access.user`` or ``group``: None, or a name known on this host."""
+    value = access.get(key)
+    if value is None:
+        return None
+    what = "user" if key == "user" else "group"
+    where = f"{fname}: policy.access.{key}"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"{where} must be a {what} name (a string) or null, not "
+            f"{_shown(value)}; correct it in that file"
+        )
+    try:
+        (pwd.getpwnam if key == "user" else grp.getgrnam)(value)
+    except KeyError:
+        raise ConfigError(
+            f"{where} is '{value}', which is not a {what} on this host: create "
+            f"the {what} here or name one that exists in that file"
+        ) from None
+    return value
 
 
 def read_config(path: str | os.PathLike[str]) -> ArchiveConfig:
     """Reads the archive at ``path``. Raises NotFound if it is not an archive and
-    ConfigError if its ``nbank.json`` cannot be used."""
+    ConfigError, naming the field, if its ``nbank.json`` cannot be used (wrong
+    types, a umask outside 0..0o777, a user or group unknown on this host)."""
     root = Path(path).expanduser()
     fname = root / CONFIG_NAME
     try:
@@ -189,33 +299,53 @@ def read_config(path: str | os.PathLike[str]) -> ArchiveConfig:
         raise ConfigError(f"cannot read {fname}: {err.strerror}") from None
     try:
         raw = json.loads(text)
-        policy = raw["policy"]
-        access = policy.get("access", {})
-        registry = raw["registry"]
-        if not isinstance(registry, str) or not registry:
-            raise TypeError("registry is not a URL")
-        return ArchiveConfig(
-            path=root.resolve(),
-            registry=registry,
-            auto_identifiers=bool(policy.get("auto_identifiers", False)),
-            auto_id_type=policy.get("auto_id_type"),
-            keep_extensions=bool(policy.get("keep_extensions", True)),
-            allow_directories=bool(policy.get("allow_directories", False)),
-            require_hash=bool(policy.get("require_hash", True)),
-            user=access.get("user"),
-            group=access.get("group"),
-            umask=_int_umask(access.get("umask", DEFAULT_UMASK)),
-            read_only_resources=bool(access.get("read_only_resources", True)),
-            raw=raw,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        if isinstance(err, ConfigError):
-            raise
+    except ValueError as err:
         raise ConfigError(
-            f"{fname} is not a valid archive configuration ({type(err).__name__}: "
-            f"{err}); restore it from a backup or from another archive's "
-            f"{CONFIG_NAME}"
+            f"{fname} is not a valid archive configuration (not JSON: {err}); "
+            f"restore it from a backup or from another archive's {CONFIG_NAME}"
         ) from None
+
+    def need(ok: bool, field: str, expected: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(
+                f"{fname}: {field} must be {expected}, not {_shown(value)}; "
+                f"correct it in that file (or restore it from another archive's "
+                f"{CONFIG_NAME})"
+            )
+
+    need(isinstance(raw, dict), "the document", "a JSON object", raw)
+    registry = raw.get("registry")
+    need(isinstance(registry, str) and bool(registry), "registry", "a URL", registry)
+    policy = raw.get("policy")
+    need(isinstance(policy, dict), "policy", "an object", policy)
+    access = policy.get("access", {})
+    need(isinstance(access, dict), "policy.access", "an object", access)
+    id_type = policy.get("auto_id_type")
+    need(
+        id_type is None or isinstance(id_type, str),
+        "policy.auto_id_type",
+        "a string or null",
+        id_type,
+    )
+
+    return ArchiveConfig(
+        path=root.resolve(),
+        registry=registry,
+        auto_identifiers=_flag(fname, policy, "policy.auto_identifiers", False),
+        auto_id_type=id_type,
+        keep_extensions=_flag(fname, policy, "policy.keep_extensions", True),
+        allow_directories=_flag(fname, policy, "policy.allow_directories", False),
+        require_hash=_flag(fname, policy, "policy.require_hash", True),
+        user=_account(fname, access, "user"),
+        group=_account(fname, access, "group"),
+        umask=_int_umask(
+            access.get("umask", DEFAULT_UMASK), f"{fname}: policy.access.umask"
+        ),
+        read_only_resources=_flag(
+            fname, access, "policy.access.read_only_resources", True
+        ),
+        raw=raw,
+    )
 
 
 def config_document(

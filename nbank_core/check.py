@@ -3,12 +3,15 @@
 Finds files with no registry record (``unregistered``), records whose file is gone
 (``missing``), content that no longer matches its registered hash
 (``hash-mismatch``), leftovers of interrupted deposits in ``staging/``
-(``staging-leftover``) and modes or groups that drifted from the policy
-(``permissions``). With ``fix``, interrupted deposits are completed (a registered
-resource whose staged file survived is published) or rolled back (a staged name
-whose source still exists is removed), records of files that are gone are
-withdrawn, and permissions are repaired. A file that may be a resource's only copy
-is never deleted; hash mismatches and unregistered files are reported, not touched.
+(``staging-leftover``), modes or groups that drifted from the policy
+(``permissions``) and entries that are neither regular files nor directories
+(``not-a-file``: symbolic links, FIFOs, devices, sockets), which are reported and
+never opened, followed or hashed. With ``fix``, interrupted deposits are completed
+(a registered resource whose staged file survived is published) or rolled back (a
+staged name whose source still exists is removed), records of files that are gone
+are withdrawn, and permissions are repaired. A file that may be a resource's only
+copy is never deleted; hash mismatches and unregistered files are reported, not
+touched.
 
 >>> import tempfile, pathlib
 >>> from nbank_core import init_archive
@@ -32,8 +35,14 @@ from nbank_core import hashing
 from nbank_core.archive import ArchiveConfig, read_config
 from nbank_core.errors import NbankError, NotFound
 from nbank_core.fsutil import fsync_dir
+from nbank_core.journal import (
+    JOURNAL_DIR,
+    parse_staged_name,
+    prune_journals,
+    read_journals,
+    writer_alive,
+)
 from nbank_core.registry import Registry, open_registry
-from nbank_core.transaction import parse_staged_name
 
 __all__ = ["Finding", "check_archive"]
 
@@ -81,6 +90,7 @@ class _Checker:
     def __init__(self, cfg: ArchiveConfig, reg: Registry, fix: bool, fast: bool):
         self.cfg, self.reg, self.fix, self.fast = cfg, reg, fix, fast
         self.findings: list[Finding] = []
+        self.special: set[str] = set()  # ids whose entry is not a file: not missing
 
     def run(self) -> list[Finding]:
         archive = self.reg.find_archive_by_root(str(self.cfg.path))
@@ -94,7 +104,7 @@ class _Checker:
         self._staging(records, files)
         self._hashes(records, files)
         for ident, record in records.items():
-            if ident not in files:
+            if ident not in files and ident not in self.special:
                 self._missing(ident, record)
         for ident, paths in files.items():
             if ident not in records:
@@ -110,14 +120,35 @@ class _Checker:
 
     # -- inventory -------------------------------------------------------------
     def _files(self) -> dict[str, list[Path]]:
+        """The regular files and directories in the shards, by id. Anything else
+        (checked with ``lstat``, never opened) is a ``not-a-file`` finding."""
         files: dict[str, list[Path]] = {}
         for shard in _entries(self.cfg.resources_dir):
-            if not shard.is_dir():
+            kind = _special(shard)
+            if kind is not None:
+                self._not_a_file(shard, None, kind)
+                continue
+            if not stat.S_ISDIR(os.lstat(shard).st_mode):
                 self._add("unregistered", shard, None, "not a shard directory")
                 continue
             for entry in _entries(shard):
-                files.setdefault(entry.name.partition(".")[0], []).append(entry)
+                ident = entry.name.partition(".")[0]
+                kind = _special(entry)
+                if kind is not None:
+                    self._not_a_file(entry, ident, kind)
+                    self.special.add(ident)
+                    continue
+                files.setdefault(ident, []).append(entry)
         return files
+
+    def _not_a_file(self, path: Path, ident: str | None, kind: str) -> None:
+        self._add(
+            "not-a-file",
+            path,
+            ident,
+            f"{kind}, not a regular file or directory; not opened or followed: "
+            "replace it with the resource's file or remove it",
+        )
 
     def _add(
         self, kind: str, path: Path | None, ident: str | None, detail: str
@@ -128,26 +159,64 @@ class _Checker:
 
     # -- staging: interrupted deposits -------------------------------------------
     def _staging(self, records: dict[str, Any], files: dict[str, list[Path]]) -> None:
+        """Interrupted deposits: each staged entry is completed (registered, not
+        yet published), removed (archived already, or a copy whose source is
+        still in place), or put back where its journal says it came from."""
+        journal, journal_files = read_journals(self.cfg.staging_dir)
+        live: set[str] = set()
         for entry in _entries(self.cfg.staging_dir):
+            if entry.name == JOURNAL_DIR:
+                continue
+            noted = journal.get(entry.name, {})
             ident, suffix = parse_staged_name(entry.name)
+            ident = ident or noted.get("id")
+            if noted.get("how") == "output" and writer_alive(noted):
+                live.add(entry.name)
+                continue  # an engine is writing this output right now
             f = self._add(
                 "staging-leftover", entry, ident, "left by an interrupted deposit"
             )
             if not self.fix:
+                live.add(entry.name)
                 continue
             record = records.get(ident) if ident else None
+            source = noted.get("source")
             if record is not None and ident not in files:
                 self._complete(f, entry, ident, suffix, record, files)
-            elif record is not None or _never_only_copy(entry):
+            elif record is not None:
                 _remove(entry)
-                f.fixed, f.action = (
-                    True,
-                    "removed (the source or the archived file holds it)",
-                )
+                f.fixed, f.action = True, "removed (the archived file holds it)"
+            elif noted.get("how") == "moved" and source:
+                self._put_back(f, entry, Path(source))
+            elif noted.get("how") in ("copied", "output") or _never_only_copy(entry):
+                _remove(entry)
+                f.fixed, f.action = True, "removed (its source holds it, or no one)"
             else:
                 f.action = (
                     "kept: it may be the only copy of its source; remove it by hand"
                 )
+            if not f.fixed:
+                live.add(entry.name)
+        if self.fix:
+            prune_journals(journal_files, live)
+
+    def _put_back(self, f: Finding, entry: Path, source: Path) -> None:
+        """Moves a staged source back to where the deposit took it from."""
+        if os.path.lexists(source):
+            f.action = (
+                f"kept: it came from '{source}', where another file now is; move it "
+                "by hand"
+            )
+            return
+        try:
+            source.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(entry, source)
+        except OSError as err:
+            f.action = f"kept: it came from '{source}' but cannot go back ({err})"
+            return
+        fsync_dir(source.parent)
+        fsync_dir(entry.parent)
+        f.fixed, f.action = True, f"put back at '{source}' (not deposited)"
 
     def _complete(
         self,
@@ -158,13 +227,17 @@ class _Checker:
         record: dict[str, Any],
         files: dict[str, list[Path]],
     ) -> None:
+        kind = _special(entry)
+        if kind is not None:
+            f.action = f"kept: {kind}, not a file; remove it by hand"
+            return
         sha1 = record.get("sha1")
         if sha1 and hashing.sha1_path(entry) != sha1:
             f.action = "kept: its content does not match the registered hash"
             return
         target = self.cfg.resource_path(ident, suffix)
         target.parent.mkdir(mode=self.cfg.shard_mode() & 0o777, exist_ok=True)
-        if entry.is_dir():
+        if stat.S_ISDIR(os.lstat(entry).st_mode):
             os.rename(entry, target)
         else:
             os.link(entry, target, follow_symlinks=False)
@@ -221,7 +294,11 @@ class _Checker:
         uid, gid = self.cfg.uid_gid()
         want_dir = self.cfg.shard_mode()
         dirs = [self.cfg.resources_dir, self.cfg.staging_dir]
-        dirs += [p for p in _entries(self.cfg.resources_dir) if p.is_dir()]
+        dirs += [
+            p
+            for p in _entries(self.cfg.resources_dir)
+            if stat.S_ISDIR(os.lstat(p).st_mode)
+        ]
         for d in dirs:
             st = os.lstat(d)
             if stat.S_IMODE(st.st_mode) != want_dir or (gid != -1 and st.st_gid != gid):
@@ -263,6 +340,27 @@ def _entries(directory: Path) -> list[Path]:
             return sorted(Path(e.path) for e in it)
     except FileNotFoundError:
         return []
+
+
+def _special(path: Path) -> str | None:
+    """None for a regular file or a directory (by ``lstat``: a link is not
+    followed); else what it is, for a message."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "gone while checking"
+    mode = st.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return f"a symbolic link to '{os.readlink(path)}'"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    return f"a special file (mode {mode:o})"
 
 
 def _walk(path: Path) -> Iterator[Path]:

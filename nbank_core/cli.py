@@ -7,10 +7,11 @@ Data goes to stdout, diagnostics to stderr. Exit status: 0 success, 1 failure,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 __all__ = ["main"]
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded registry in your data directory)",
     )
     p.add_argument("-a", "--auth", metavar="USER:PASSWORD", help="registry login")
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        help="how long to wait for each answer of a registry server (default: "
+        "$NBANK_TIMEOUT, else 30); a read is tried 3 times",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
@@ -78,7 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-u", "--umask", type=_umask, default=0o002, help="octal umask")
     c.add_argument("-g", "--group", help="group owning the archive's files")
     c.add_argument("--shared", action="store_true", help="record no owner")
+    c.add_argument(
+        "--register",
+        action="store_true",
+        help="register an existing archive at its current place (after moving it)",
+    )
     c.set_defaults(func=cmd_init)
+
+    c = sub.add_parser("registry", help="manage the embedded registry")
+    rsub = c.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    r = rsub.add_parser(
+        "init", help="create the embedded registry named by -r (or the default)"
+    )
+    r.set_defaults(func=cmd_registry_init)
 
     c = sub.add_parser("deposit", help="register files and move them into an archive")
     c.add_argument("archive")
@@ -184,23 +203,56 @@ def cmd_registry_info(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from nbank_core.api import init_archive
+    from nbank_core.api import init_archive, register_archive
 
+    if args.register:
+        cfg, added = register_archive(
+            args.directory,
+            registry=args.registry,
+            name=args.name,
+            auth=args.auth,
+        )
+        _err(
+            f"registered the archive '{cfg.path}' in {cfg.registry}; {added} "
+            "resource(s) now located there"
+        )
+        _out(str(cfg.path))
+        return 0
     cfg = init_archive(
         args.directory,
-        registry=args.reg,
+        registry=args.registry,
         name=args.name,
         umask=args.umask,
         group=args.group,
         shared=args.shared,
+        auth=args.auth,
     )
     _err(f"initialized archive '{cfg.path}' in registry {cfg.registry}")
     _out(str(cfg.path))
     return 0
 
 
+def cmd_registry_init(args: argparse.Namespace) -> int:
+    from nbank_core.config import resolve_settings
+    from nbank_core.registry import is_embedded_url
+
+    settings = resolve_settings(args.registry, auth=args.auth)
+    if not is_embedded_url(settings.registry):
+        raise UsageError(
+            f"{settings.registry} is a server: 'registry init' creates embedded "
+            "registries only (a server is set up by its administrator)"
+        )
+    with settings.open(create=True) as reg:
+        info = reg.info()
+    _err(f"{info['name']} ready at {settings.registry}")
+    _out(settings.registry)
+    return 0
+
+
 def cmd_deposit(args: argparse.Namespace) -> int:
-    from nbank_core.archive import read_config
+    import threading
+
+    from nbank_core.config import resolve_settings
     from nbank_core.transaction import deposit
 
     files = list(args.files)
@@ -208,34 +260,35 @@ def cmd_deposit(args: argparse.Namespace) -> int:
         files += [line.strip() for line in sys.stdin if line.strip()]
     if not files:
         raise UsageError("deposit: no files given")
-    cfg = read_config(args.archive)
-    if args.registry and args.registry.rstrip("/") != cfg.registry.rstrip("/"):
-        raise UsageError(
-            f"the archive is registered in {cfg.registry}, not {args.registry}; "
-            "drop -r to use the archive's registry"
-        )
-    from nbank_core.config import Settings
-
-    settings = Settings.from_env(registry=cfg.registry, auth=args.auth)
+    settings = resolve_settings(
+        args.registry, archive=args.archive, auth=args.auth, timeout=args.timeout
+    )
     progress = _Progress(len(files)) if sys.stderr.isatty() and len(files) > 1 else None
-    failed = 0
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    skipped_reason: list[str] = []
 
     def report(r: Any) -> None:
-        nonlocal failed
         if progress is not None:
             progress.step()
-        if not r.ok:
-            failed += 1
-        if r.error:
+        if r.status == "skipped":
+            counts["skipped"] += 1
+            skipped_reason[:] = [r.error or "stopped"]
+        elif not r.ok:
+            counts["failed"] += 1
             _err(r.error if str(r.source) in r.error else f"{r.source}: {r.error}")
+        else:
+            counts["ok"] += 1
+            if r.error:  # archived, with a warning
+                _err(f"{r.source}: {r.error}")
         if args.json:
             _out(json.dumps(r.as_dict()))
         elif r.ok:
             _out(f"{r.id or '(auto)'}\t{r.path}")
 
-    with settings.open() as reg:
+    stop = threading.Event()
+    with settings.open() as reg, _stop_on_signals(stop) as signalled:
         deposit(
-            cfg,
+            settings.archive_config(),
             files,
             dtype=args.dtype,
             metadata=dict(args.metadata),
@@ -245,12 +298,50 @@ def cmd_deposit(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             keep_source=args.keep,
             on_result=report,
+            stop=stop,
         )
     if progress is not None:
         progress.done()
+    if signalled:
+        _err(
+            f"interrupted by {signalled[0]}: {counts['ok']} of {len(files)} files "
+            f"archived, {counts['skipped']} not attempted; run the same command "
+            "again to deposit the rest"
+        )
+        return 128 + signalled[1]
+    if counts["skipped"]:
+        _err(f"{counts['skipped']} file(s) {skipped_reason[0]}")
+    failed = counts["failed"] + counts["skipped"]
     if failed and len(files) > 1:
         _err(f"{failed} of {len(files)} files were not deposited")
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Any) -> Iterator[list[Any]]:
+    """While a deposit runs, SIGINT and SIGTERM let the items in flight finish
+    and skip the rest (a second signal stops at once). Yields a list that holds
+    ``(signal name, number)`` once a signal came."""
+    import signal
+    import threading
+
+    got: list[Any] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set() and got:
+            raise KeyboardInterrupt
+        got[:] = [signal.Signals(signum).name, signum]
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _by_registry(args: argparse.Namespace, lookup: Any) -> list[tuple[str, Any, str]]:
@@ -367,12 +458,14 @@ def cmd_dtype_add(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from nbank_core.archive import read_config
     from nbank_core.check import check_archive
-    from nbank_core.config import Settings
+    from nbank_core.config import resolve_settings
 
-    cfg = read_config(args.archive)
-    with Settings.from_env(registry=cfg.registry, auth=args.auth).open() as reg:
+    settings = resolve_settings(
+        args.registry, archive=args.archive, auth=args.auth, timeout=args.timeout
+    )
+    cfg = settings.archive_config()
+    with settings.open() as reg:
         findings = check_archive(cfg, registry=reg, fix=args.fix, fast=args.fast)
     for f in findings:
         if args.json:
@@ -423,15 +516,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.files += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.auth:
-        _hide_password(args.auth)
+    _hide_password()
     try:
-        from nbank_core.config import Settings
+        from nbank_core.config import parse_timeout, resolve_settings
 
-        if args.func not in (cmd_deposit, cmd_check):
-            args.reg = Settings.from_env(registry=args.registry, auth=args.auth).open()
+        timeout = (
+            None if args.timeout is None else parse_timeout(args.timeout, "--timeout")
+        )
+        _setup_logging(args.debug)
+        args.timeout = timeout
+        if args.func in (cmd_deposit, cmd_check, cmd_init, cmd_registry_init):
+            args.reg = None  # these choose their registry themselves
         else:
-            args.reg = None
+            args.reg = resolve_settings(
+                args.registry, auth=args.auth, timeout=timeout
+            ).open()
         try:
             return args.func(args)
         finally:
@@ -455,15 +554,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _hide_password(auth: str) -> None:
-    """Rewrites the process title so ``ps`` does not show the password of
-    ``-a user:password`` (prefer ``NBANK_AUTH`` or ``~/.netrc``: the title is
-    only rewritten once the command has started)."""
-    import setproctitle
+def _setup_logging(debug: bool) -> None:
+    """The core logs through :mod:`logging`; ``--debug`` shows everything."""
+    import logging
 
-    user = auth.partition(":")[0]
-    title = [a.replace(auth, f"{user}:***") for a in sys.argv]
-    setproctitle.setproctitle(" ".join(title))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    root = logging.getLogger("nbank_core")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _hide_password(argv: Sequence[str] | None = None) -> None:
+    """Rewrites the process title so ``ps`` shows no password: neither that of
+    ``-a user:password`` nor one in a URL (``-r http://user:password@host/``).
+    Prefer ``NBANK_AUTH`` or ``~/.netrc``: the title is only rewritten once the
+    command has started. Leaves the title alone when there is nothing to hide."""
+    from nbank_core.redact import mask_argv
+
+    argv = list(sys.argv if argv is None else argv)
+    masked = mask_argv(argv)
+    if masked != argv:
+        import setproctitle
+
+        setproctitle.setproctitle(" ".join(masked))
 
 
 def _one_line(err: BaseException) -> str:

@@ -19,6 +19,7 @@ Environment:
   ``sqlite:///path`` for an embedded registry). Unset: the embedded registry in the
   user's data directory (see :func:`default_registry_url`).
 - ``NBANK_AUTH``: ``user:password`` for a server; else ``~/.netrc`` (or ``$NETRC``).
+- ``NBANK_TIMEOUT``: seconds to wait for each answer of a server (default 30).
 
 >>> s = Settings.from_env(registry="http://127.0.0.1:8000/neurobank/", auth="me:pw")
 >>> s
@@ -51,6 +52,26 @@ log = logging.getLogger(__name__)
 ENV_REGISTRY = "NBANK_REGISTRY"
 ENV_AUTH = "NBANK_AUTH"
 ENV_HOME = "NBANK_HOME"
+ENV_TIMEOUT = "NBANK_TIMEOUT"
+
+
+def parse_timeout(text: str, source: str = ENV_TIMEOUT) -> float:
+    """Parses a timeout in seconds (a positive, finite number) given by ``source``
+    (``NBANK_TIMEOUT``, ``--timeout``); ConfigError naming ``source`` otherwise.
+
+    >>> parse_timeout("2.5")
+    2.5
+    """
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ConfigError(
+            f"{source} must be a positive number of seconds, not {text!r}; "
+            f"give e.g. 60 (the default is 30)"
+        )
+    return value
 
 
 def default_registry_url() -> str:
@@ -102,6 +123,8 @@ class Settings:
     ) -> Settings:
         """Explicit values, else ``NBANK_REGISTRY`` / ``NBANK_AUTH``, else defaults."""
         url = registry or os.environ.get(ENV_REGISTRY) or default_registry_url()
+        if timeout is None and os.environ.get(ENV_TIMEOUT):
+            timeout = parse_timeout(os.environ[ENV_TIMEOUT], ENV_TIMEOUT)
         if isinstance(auth, str) or auth is None:
             auth = parse_auth(auth if auth is not None else os.environ.get(ENV_AUTH))
         return cls(registry=url, auth=auth, timeout=timeout or 30.0)

@@ -25,16 +25,21 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from nbank_core import ids
-from nbank_core.archive import ArchiveConfig, read_config
-from nbank_core.errors import NbankError, NotFound
+from nbank_core.archive import ArchiveConfig, check_filename, read_config
+from nbank_core.errors import (
+    IntegrityError,
+    InvalidIdentifier,
+    NbankError,
+    NotFound,
+)
 from nbank_core.registry import Registry
 
-__all__ = ["Located", "Resolver"]
+__all__ = ["Located", "Resolver", "resolver_for"]
 
 LOCAL_SCHEME = "neurobank"
 
@@ -66,14 +71,36 @@ class Located:
 
 
 class Resolver:
-    """Resolves ids to archived files through ``registry``, caching hits for ``ttl``
-    seconds. Thread-safe."""
+    """Resolves ids to archived files through ``registry``. Thread-safe.
 
-    def __init__(self, registry: Registry, ttl: float = 10.0) -> None:
+    The one lookup cache of neurobank, with one policy:
+
+    - a resource found is kept for ``ttl`` seconds (registered resources are
+      immutable; only their locations change);
+    - a resource not found is never kept: the next question asks again (a job may
+      have deposited it since), except that ids fetched ahead of time with
+      :meth:`expect` answer one question each from that fetch;
+    - ids noted with :meth:`expect` travel with the next bulk request, so engines
+      that ask about many ids one at a time send one request per wave of ids.
+
+    ``clock`` (seconds, monotonic) is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        ttl: float = 10.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
         self.ttl = ttl
+        self.clock = clock
+        self.calls = 0  # bulk lookups sent (each one request per 500 ids)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Located]] = {}
+        self._misses: dict[str, float] = {}  # fetched ahead, not found: once
+        self._expected: set[str] = set()
         self._archives: dict[str, ArchiveConfig | None] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -82,31 +109,47 @@ class Resolver:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["registry"], state["ttl"])  # type: ignore[misc]
 
-    def locate_many(self, names: Iterable[str]) -> dict[str, Located]:
+    def expect(self, names: Iterable[str]) -> None:
+        """Notes ids that will be asked about soon: the next lookup fetches them
+        in the same bulk request."""
+        with self._lock:
+            self._expected.update(n for n in names if n not in self._cache)
+
+    def locate_many(
+        self, names: Iterable[str], *, fresh: bool = False
+    ) -> dict[str, Located]:
         """Returns ``{id: Located}`` for the registered ids among ``names`` (any
-        written form). Unregistered ids are absent; registry errors propagate."""
-        wanted = [ids.parse_identifier(n)[1] for n in names]
-        now = time.monotonic()
+        written form). Unregistered ids are absent; registry errors propagate.
+        ``fresh`` asks the registry whatever is cached."""
+        wanted = list(dict.fromkeys(ids.parse_identifier(n)[1] for n in names))
+        now = self.clock()
         found: dict[str, Located] = {}
+        missing: list[str] = []
         with self._lock:
             for n in wanted:
-                hit = self._cache.get(n)
+                hit = None if fresh else self._cache.get(n)
                 if hit is not None and now - hit[0] < self.ttl:
                     found[n] = hit[1]
-        missing = [n for n in dict.fromkeys(wanted) if n not in found]
+                    continue
+                seen = None if fresh else self._misses.pop(n, None)
+                if seen is None or now - seen >= self.ttl:
+                    missing.append(n)
+            extra = self._expected.difference(missing, found)
+            self._expected.clear()
         if missing:
-            records = self.registry.locate_resources(missing)
-            unlocated = [n for n in missing if n not in records]
-            if unlocated:  # registered with no location: bulk/locations omits them
-                for name, rec in self.registry.get_resources(unlocated).items():
-                    records[name] = {**rec, "locations": []}
-            shards: dict[Path, dict[str, Path]] = {}
-            fetched = time.monotonic()  # a slow bulk call must not age its answers
+            try:
+                fetched = self._fetch([*missing, *sorted(extra)])
+            except BaseException:
+                with self._lock:
+                    self._expected |= extra
+                raise
+            found.update((n, fetched[n]) for n in missing if n in fetched)
             with self._lock:
-                for name, rec in records.items():
-                    loc = self._located(name, rec, shards)
-                    self._cache[name] = (fetched, loc)
-                    found[name] = loc
+                for n in extra - fetched.keys():
+                    self._misses[n] = self.clock()
+        elif extra:
+            with self._lock:
+                self._expected |= extra
         return found
 
     def locate(self, name: str) -> Located:
@@ -121,13 +164,62 @@ class Resolver:
         """Returns the archived file of one id, or raises NotFound saying why."""
         return self.locate(name).require_path()
 
+    def remember(self, located: Located) -> None:
+        """Records a resource this process has just deposited or found."""
+        with self._lock:
+            self._cache[located.id] = (self.clock(), located)
+            self._misses.pop(located.id, None)
+            self._expected.discard(located.id)
+
+    def remember_deposit(self, result: Any, archive: ArchiveConfig) -> Located:
+        """Records what a successful deposit (a ``DepositResult``) made in
+        ``archive``, and returns it."""
+        located = Located(
+            result.id,
+            result.sha1,
+            result.path.name if result.path is not None else None,
+            (
+                {
+                    "archive_name": None,
+                    "scheme": LOCAL_SCHEME,
+                    "root": str(archive.path),
+                },
+            ),
+            result.path,
+        )
+        self.remember(located)
+        return located
+
     def forget(self, name: str | None = None) -> None:
         """Drops cached answers (for ``name``, or all)."""
         with self._lock:
             if name is None:
                 self._cache.clear()
+                self._misses.clear()
             else:
                 self._cache.pop(name, None)
+                self._misses.pop(name, None)
+
+    def _fetch(self, names: list[str]) -> dict[str, Located]:
+        """One bulk lookup of ``names``; caches and returns what was found."""
+        records = self.registry.locate_resources(names)
+        unlocated = [n for n in names if n not in records]
+        if unlocated:  # registered with no location: bulk/locations omits them
+            for name, rec in self.registry.get_resources(unlocated).items():
+                records[name] = {**rec, "locations": []}
+        shards: dict[Path, dict[str, Path]] = {}
+        fetched = self.clock()  # a slow bulk call must not age its answers
+        out: dict[str, Located] = {}
+        with self._lock:
+            self.calls += 1
+            for name, rec in records.items():
+                if name not in names:
+                    continue  # a registry may answer more than it was asked
+                loc = self._located(name, rec, shards)
+                self._cache[name] = (fetched, loc)
+                self._misses.pop(name, None)
+                out[name] = loc
+        return out
 
     # -- helpers ---------------------------------------------------------------
     def _archive(self, root: str) -> ArchiveConfig | None:
@@ -141,6 +233,20 @@ class Resolver:
     def _located(
         self, name: str, rec: dict[str, Any], shards: dict[Path, dict[str, Path]]
     ) -> Located:
+        """The Located of one registry answer. Nothing the registry says may lead
+        out of an archive: the id, the file name and the archive roots are checked
+        (IntegrityError naming the id if not) before any path is made of them."""
+        try:
+            ids.validate_id(name)
+        except InvalidIdentifier:
+            raise IntegrityError(
+                f"the registry at {self.registry.url} answered with the resource "
+                f"name {name!r}, which is not an id; refusing it: ask the "
+                "registry's administrator to correct the record"
+            ) from None
+        filename = rec.get("filename")
+        if filename is not None:
+            check_filename(name, filename)
         locations = tuple(
             loc if isinstance(loc, dict) else {"archive_name": loc}
             for loc in rec.get("locations") or ()
@@ -149,12 +255,25 @@ class Resolver:
         for loc in locations:
             if loc.get("scheme") != LOCAL_SCHEME or not loc.get("root"):
                 continue
-            cfg = self._archive(loc["root"])
+            root = loc["root"]
+            if (
+                not isinstance(root, str)
+                or "\0" in root
+                or not os.path.isabs(root)
+                or os.path.normpath(root) != (root.rstrip("/") or "/")
+            ):
+                raise IntegrityError(
+                    f"the registry gave {root!r} as the root of archive "
+                    f"'{loc.get('archive_name')}', which holds '{name}'; that is not "
+                    "an absolute, normalised path, so it is refused: ask the "
+                    "registry's administrator to correct the archive"
+                )
+            cfg = self._archive(root)
             if cfg is not None:
-                path = _find(cfg, name, rec.get("filename"), shards)
+                path = _find(cfg, name, filename, shards)
                 if path is not None:
                     break
-        return Located(name, rec.get("sha1"), rec.get("filename"), locations, path)
+        return Located(name, rec.get("sha1"), filename, locations, path)
 
 
 def _find(
@@ -164,10 +283,11 @@ def _find(
     shards: dict[Path, dict[str, Path]],
 ) -> Path | None:
     """Finds the stored file: predicted names by ``stat``, then one listing of the
-    shard shared by every id of the batch that missed."""
+    shard shared by every id of the batch that missed. What is found must stay in
+    its shard (:meth:`ArchiveConfig.confined`), or IntegrityError."""
     for path in cfg.candidate_paths(name, filename):
         if os.path.lexists(path):
-            return path
+            return cfg.confined(name, path)
     shard = cfg.shard_dir(name)
     index = shards.get(shard)
     if index is None:
@@ -180,4 +300,35 @@ def _find(
         except FileNotFoundError:
             pass
         shards[shard] = index
-    return index.get(name)
+    found = index.get(name)
+    return None if found is None else cfg.confined(name, found)
+
+
+_shared_lock = threading.Lock()
+_shared: dict[Any, Resolver] = {}
+_shared_pid: list[int] = [0]
+
+
+def resolver_for(settings: Any) -> Resolver:
+    """The Resolver this process shares for the registry of ``settings`` (a
+    :class:`~nbank_core.config.Settings`): every front end in one process asks
+    through one cache. A forked child starts with its own."""
+    from nbank_core.registry import canonical_url
+
+    key = (canonical_url(settings.registry), settings.auth, settings.timeout)
+    with _shared_lock:
+        if _shared_pid[0] != os.getpid():
+            _shared.clear()
+            _shared_pid[0] = os.getpid()
+        resolver = _shared.get(key)
+        if resolver is None:
+            resolver = _shared[key] = Resolver(settings.open())
+        return resolver
+
+
+def clear_shared() -> None:
+    """Forgets every shared Resolver of this process (closing their registries)."""
+    with _shared_lock:
+        for resolver in _shared.values():
+            resolver.registry.close()
+        _shared.clear()

@@ -3,23 +3,30 @@ defines, so `nbank_core.deposit` is always the function): validate, hash, stage,
 register, publish, finish.
 
 Every caller (the CLI, Snakemake, luigi, fsspec) deposits through :func:`deposit`.
-The order is chosen so that nothing is ever lost:
+The order is chosen so that nothing is ever lost and no source ever shares its
+inode with an archived file:
 
-1. validate the id and the archive's policy; check names already taken (one bulk
-   registry call for the batch);
+1. validate the archive's policy, the ids and the sources (never a file inside an
+   archive); check names already taken (one bulk registry call for the batch);
 2. hash (in parallel across files);
-3. stage inside the archive's ``staging/``: a hard link to the source on the same
-   filesystem (the source stays where it is), otherwise a copy that is fsynced and
-   re-hashed;
-4. register; if that fails, the staged link or copy is removed and the source was
-   never touched;
+3. write the batch's journal in ``staging/.journal/`` (durably), then stage each
+   item inside ``staging/``: the source is renamed in on the same filesystem
+   (so it is nowhere else), otherwise copied, fsynced and re-hashed (the source
+   stays);
+4. register; if that fails, the staged item is put back (or the copy removed);
 5. publish with a no-clobber link to ``resources/<id[:2]>/<id><ext>`` after setting
-   the policy's group and mode; if that fails, the registry record is deleted;
-6. fsync the shard directories, and only then remove the source (unless
-   ``keep_source``) and the staged name.
+   the policy's group and mode; if that fails, the registry record is withdrawn
+   and the item put back;
+6. fsync the shard directories, remove the staged names, the copied sources (a
+   move without ``keep_source`` across filesystems) and the journal.
 
-A crash at any point leaves the source in place, or the archived file complete
-under its final name with its record; ``staging/`` may hold a leftover name.
+Each step pushes its undo on a stack, so a failure rolls back exactly the steps
+already taken. A crash at any point leaves the source in place or in ``staging/``
+with a journal saying where it belongs (``nbank check --fix`` puts it back), or
+the archived file complete under its final name with its record. A stop request
+(``stop``, set by the command on SIGINT or SIGTERM) lets the items in flight
+finish and skips the rest; so do an authentication failure and a few registry
+failures in a row.
 
 >>> import tempfile, pathlib
 >>> from nbank_core import init_archive
@@ -38,21 +45,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
+import logging
 import os
 import shutil
 import stat
+import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from nbank_core import hashing, ids
-from nbank_core.archive import ArchiveConfig, read_config
+from nbank_core.archive import CONFIG_NAME, ArchiveConfig, read_config
 from nbank_core.errors import (
     AlreadyExists,
     ArchiveError,
+    AuthError,
     IntegrityError,
     NbankError,
     NotFound,
@@ -60,19 +70,30 @@ from nbank_core.errors import (
     RegistryUnavailable,
 )
 from nbank_core.fsutil import fsync_dir, fsync_path, same_filesystem
+from nbank_core.journal import (
+    STAGED_MARK,
+    Journal,
+    parse_staged_name,
+    staged_name,
+)
 from nbank_core.registry import Registry, open_registry
 
 __all__ = [
+    "STAGED_MARK",
     "DepositItem",
+    "DepositOptions",
     "DepositResult",
     "deposit",
     "parse_staged_name",
     "staged_name",
+    "withdraw",
 ]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1024  # files made durable and removed from their source per round
 PUBLISH_WAIT = 10.0  # seconds to wait for a concurrent deposit of the same content
-STAGED_MARK = "~"  # never in an id: separates the id from the token in staging/
+FAILURES_IN_A_ROW = 3  # registry failures in a row that stop a batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +108,8 @@ class DepositItem:
 @dataclasses.dataclass
 class DepositResult:
     """What happened to one item. ``status`` is ``deposited``, ``exists`` (the same
-    content was already archived under that id), ``dry-run`` or ``failed``."""
+    content was already archived under that id), ``dry-run``, ``failed`` or
+    ``skipped`` (not attempted: the batch was stopped)."""
 
     source: Path
     id: str | None = None
@@ -99,7 +121,7 @@ class DepositResult:
 
     @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        return self.status not in ("failed", "skipped")
 
     def as_dict(self) -> dict[str, Any]:
         d = {"source": str(self.source), "id": self.id, "status": self.status}
@@ -112,6 +134,19 @@ class DepositResult:
         return d
 
 
+@dataclasses.dataclass(frozen=True)
+class DepositOptions:
+    """How a batch deposits (see :func:`deposit` for each field)."""
+
+    dtype: str
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    hash: bool = False
+    auto_id: bool = False
+    dry_run: bool = False
+    keep_source: bool = False
+    exist_ok: bool = False
+
+
 @dataclasses.dataclass
 class _Work:
     item: DepositItem
@@ -120,10 +155,13 @@ class _Work:
     suffix: str = ""
     staged: Path | None = None
     moved: bool = False  # the source itself was renamed into staging
-    linked: bool = False  # the staged name is a hard link to the source
     saved_mode: tuple[int, int] | None = None
     adopted: bool = False  # its record exists already, with this content, nowhere
     stamp: tuple[int, int] | None = None  # (size, mtime_ns) when it was hashed
+
+
+class _Stop(Exception):
+    """The batch was stopped before this item began."""
 
 
 def deposit(
@@ -141,6 +179,7 @@ def deposit(
     exist_ok: bool = False,
     jobs: int | None = None,
     on_result: Callable[[DepositResult], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[DepositResult]:
     """Deposits ``files`` into ``archive`` and registers them; returns one result each.
 
@@ -148,28 +187,29 @@ def deposit(
     item's own metadata is merged over it). ``hash`` registers the sha1 even when the
     policy does not require it. ``auto_id`` (or the policy) lets the registry name
     each resource (UUIDs under ``auto_id_type: uuid``). ``registry`` defaults to
-    the archive's. ``keep_source`` copies instead of moving. ``exist_ok`` makes a
-    deposit of content already archived under the same id a success (``exists``),
-    for engines that store an output twice. A failed item does not stop the batch:
-    its result says why. Raises only for problems with the whole batch (archive,
-    registry or dtype unusable).
+    the archive's. ``keep_source`` copies instead of moving. The same content
+    already archived under the same id is ``exists``, a success, never a second
+    record; ``exist_ok`` also hashes files the policy would not, so engines that
+    store an output twice always get that answer. A failed item does not stop the
+    batch: its result says why; an authentication failure, a few registry
+    failures in a row or ``stop`` being set skip the items not yet begun. Raises
+    only for problems with the whole batch (archive, registry or dtype unusable).
     """
     cfg = archive if isinstance(archive, ArchiveConfig) else read_config(archive)
+    options = DepositOptions(
+        dtype=dtype,
+        metadata=dict(metadata or {}),
+        hash=hash,
+        auto_id=auto_id,
+        dry_run=dry_run,
+        keep_source=keep_source,
+        exist_ok=exist_ok,
+    )
     own = registry is None
     reg = registry if registry is not None else open_registry(cfg.registry, auth=auth)
     try:
-        return _Batch(
-            cfg,
-            reg,
-            dtype,
-            dict(metadata or {}),
-            hash,
-            auto_id,
-            dry_run,
-            keep_source,
-            exist_ok,
-            on_result,
-        ).run(files, jobs)
+        batch = _Batch(cfg, reg, options, on_result, stop or threading.Event())
+        return batch.run(files, jobs)
     finally:
         if own:
             reg.close()
@@ -180,22 +220,21 @@ class _Batch:
         self,
         cfg: ArchiveConfig,
         reg: Registry,
-        dtype: str,
-        metadata: dict[str, Any],
-        hash: bool,
-        auto_id: bool,
-        dry_run: bool,
-        keep_source: bool,
-        exist_ok: bool,
+        options: DepositOptions,
         on_result: Callable[[DepositResult], None] | None,
+        stop: threading.Event,
     ) -> None:
-        self.cfg, self.reg, self.dtype, self.metadata = cfg, reg, dtype, metadata
-        self.auto_id = auto_id or cfg.auto_identifiers
-        self.hash = hash or cfg.require_hash or exist_ok
-        self.dry_run, self.keep_source, self.exist_ok = dry_run, keep_source, exist_ok
+        self.cfg, self.reg, self.opt = cfg, reg, options
+        self.auto_id = options.auto_id or cfg.auto_identifiers
+        self.hash = options.hash or cfg.require_hash or options.exist_ok
         self.on_result = on_result
+        self.stop = stop
+        self.stop_reason: str | None = None
         self.archive_name = ""
         self.taken: dict[str, dict[str, Any]] = {}
+        self._failures = 0
+        self._lock = threading.Lock()
+        self._archives: dict[Path, bool] = {}
 
     # -- the batch ---------------------------------------------------------------
     def run(self, files: Iterable[Any], jobs: int | None) -> list[DepositResult]:
@@ -203,17 +242,19 @@ class _Batch:
         if archive is None:
             raise NotFound(
                 f"the archive at '{self.cfg.path}' is not registered in "
-                f"{self.reg.url}; did it move? Register it with 'nbank init' or fix "
-                "the registry URL in its nbank.json"
+                f"{self.reg.url}; did it move? Register it again with 'nbank init "
+                f"--register {self.cfg.path}', or fix the registry URL in its "
+                f"{CONFIG_NAME}"
             )
         self.archive_name = archive["name"]
-        self.reg.get_datatype(self.dtype)  # NotFound names the dtype
+        self.reg.get_datatype(self.opt.dtype)  # NotFound names the dtype
         items = [
             f if isinstance(f, DepositItem) else DepositItem(Path(f)) for f in files
         ]
         works = [_Work(i, DepositResult(Path(i.source))) for i in items]
-        named = [_item_name(w.item) for w in works]
+        _refuse_repeats(works)
         if not self.auto_id:
+            named = {_item_name(w.item) for w in works if w.result.error is None}
             valid = [n for n in named if n and _valid(n)]
             self.taken = self.reg.get_resources(valid) if valid else {}
         jobs = jobs or (8 if self.reg.url.startswith("http") else 4)
@@ -221,35 +262,111 @@ class _Batch:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for start in range(0, len(works), _CHUNK):
                 chunk = works[start : start + _CHUNK]
-                list(pool.map(self._one, chunk))
+                journal = Journal(self.cfg.staging_dir)
+                todo = [w for w in chunk if w.result.error is None]
+                list(
+                    pool.map(
+                        functools.partial(self._prepare_safe, journal=journal), todo
+                    )
+                )
+                if not self.opt.dry_run:
+                    journal.write()
+                list(pool.map(self._one, todo))
                 self._finish(chunk, pool)
+                journal.remove()
                 for w in chunk:
                     results.append(w.result)
                     if self.on_result is not None:
                         self.on_result(w.result)
         return results
 
-    def _one(self, w: _Work) -> None:
+    def _prepare_safe(self, w: _Work, journal: Journal) -> None:
         try:
+            self._check_stop()
             self._prepare(w)
-            if self.dry_run or w.result.status == "exists":
-                return
-            self._stage(w)
-            self._register(w)
-            if w.result.status == "exists":
-                return
-            self._publish(w)
-            w.result.status = "deposited"
+            if not self.opt.dry_run and w.result.status == "failed":
+                self._plan_stage(w, journal)
+        except _Stop as stop:
+            self._skip(w, str(stop))
         except (NbankError, OSError) as err:
-            self._unstage(w)
-            w.result.status = "failed"
-            w.result.error = _describe(err)
-            w.result.exception = err
+            self._fail(w, err)
+
+    def _one(self, w: _Work) -> None:
+        if w.result.status != "failed" or w.result.error is not None:
+            return  # exists, dry-run, skipped, or failed in preparation
+        try:
+            self._check_stop()
+        except _Stop as stop:
+            self._skip(w, str(stop))
+            return
+        try:
+            with contextlib.ExitStack() as undo:
+                self._stage(w)
+                undo.callback(self._unstage, w)
+                twin = self._register(w)
+                if w.result.status == "exists":
+                    return  # the undo puts the source back
+                if twin is None:
+                    undo.callback(self._withdraw, w)
+                    self._publish(w)
+                else:  # never withdraw a record that may be another's
+                    try:
+                        self._publish(w)
+                    except AlreadyExists:
+                        self._already(w, twin)
+                        return
+                undo.pop_all()
+            w.result.status = "deposited"
+            self._count(None)
+        except (NbankError, OSError) as err:
+            self._count(err)
+            self._fail(w, err)
+
+    # -- stopping ----------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise _Stop(self.stop_reason or "not attempted: the deposit was stopped")
+
+    def _count(self, err: BaseException | None) -> None:
+        """Stops the batch on an authentication failure, or after a few registry
+        failures in a row."""
+        with self._lock:
+            if isinstance(err, AuthError):
+                self._halt(f"not attempted: the registry refused the login ({err})")
+            elif isinstance(err, RegistryUnavailable):
+                self._failures += 1
+                if self._failures >= FAILURES_IN_A_ROW:
+                    self._halt(
+                        f"not attempted: the registry failed {self._failures} times "
+                        f"in a row (last: {err})"
+                    )
+            else:
+                self._failures = 0
+
+    def _halt(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            log.info("stopping the deposit batch: %s", reason)
+            self.stop.set()
+
+    def _skip(self, w: _Work, reason: str) -> None:
+        w.result.status, w.result.error = "skipped", reason
+
+    def _fail(self, w: _Work, err: BaseException) -> None:
+        w.result.status = "failed"
+        w.result.error = _describe(err)
+        w.result.exception = err
+        log.debug("%s: %s", w.item.source, w.result.error)
 
     # -- the steps ---------------------------------------------------------------
     def _prepare(self, w: _Work) -> None:
         src, res = Path(w.item.source), w.result
-        st = os.lstat(src)  # FileNotFoundError names the path
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            if self._archived_already(w):
+                return
+            raise
         w.stamp = (st.st_size, st.st_mtime_ns)
         if stat.S_ISLNK(st.st_mode):
             raise PolicyError(f"'{src}' is a symbolic link; deposit the file it names")
@@ -261,11 +378,14 @@ class _Batch:
             )
         if not w.is_dir and not stat.S_ISREG(st.st_mode):
             raise PolicyError(f"'{src}' is not a regular file")
+        self._refuse_inside_archive(src)
         w.suffix = src.suffix
         if self.auto_id:
             res.id = ids.uuid_id() if self.cfg.auto_id_type == "uuid" else None
         else:
             res.id = ids.validate_id(_item_name(w.item))
+        if res.id is not None:
+            _check_name_length(res.id, w.suffix if self.cfg.keep_extensions else "")
         if self.hash or w.is_dir:
             res.sha1 = hashing.sha1_path(src)
         if res.id is None:
@@ -287,28 +407,69 @@ class _Batch:
                 f"'{target.parent}' already holds a file for '{res.id}' that the "
                 "registry does not know; run 'nbank check' on the archive"
             )
-        if self.dry_run:
+        if self.opt.dry_run:
             res.status, res.path = "dry-run", target
 
+    def _archived_already(self, w: _Work) -> bool:
+        """For a source that is gone: True (status ``exists``) if its id is
+        registered and archived here, as after an interrupted run of the same
+        deposit whose item was archived before the interruption."""
+        if self.auto_id or w.item.name is not None:
+            return False
+        name = _item_name(w.item)
+        if not _valid(name):
+            return False
+        record = self.taken.get(name)
+        if record is None or self.archive_name not in (record.get("locations") or ()):
+            return False
+        found = self.cfg.find_file(name, record.get("filename"))
+        if found is None:
+            return False
+        w.result.id, w.result.path, w.result.sha1 = name, found, record.get("sha1")
+        w.result.status = "exists"
+        w.result.error = None
+        return True
+
+    def _refuse_inside_archive(self, src: Path) -> None:
+        """Refuses a source inside an archive (its nbank.json, its resources),
+        except an engine's output staged in this archive's ``staging/``."""
+        real = Path(os.path.realpath(src))
+        if real.parent == Path(os.path.realpath(self.cfg.staging_dir)):
+            return
+        for parent in real.parents:
+            inside = self._archives.get(parent)
+            if inside is None:
+                inside = (parent / CONFIG_NAME).is_file() and (
+                    parent / "resources"
+                ).is_dir()
+                self._archives[parent] = inside
+            if inside:
+                raise PolicyError(
+                    f"'{src}' is inside the archive '{parent}'; files in an archive "
+                    "are never deposited (copy it out first)"
+                )
+
     def _already(self, w: _Work, record: Mapping[str, Any]) -> None:
+        """The id is taken: the same content archived here is ``exists`` (waiting
+        a moment for a concurrent deposit to publish it); else an error."""
         res = w.result
-        if not self.exist_ok:
+        same = res.sha1 is not None and record.get("sha1") == res.sha1
+        if not same:
+            if record.get("sha1") and res.sha1:
+                raise AlreadyExists(
+                    f"'{res.id}' is already registered with different content (sha1 "
+                    f"{record.get('sha1')}, this file {res.sha1}); resources are "
+                    "immutable: deposit the new content under a new id"
+                )
             raise AlreadyExists(
                 f"'{res.id}' is already registered in {self.reg.url}; choose another "
                 "name (or -A for an automatic id)"
             )
-        if record.get("sha1") != res.sha1:
-            raise AlreadyExists(
-                f"'{res.id}' is already registered with different content (sha1 "
-                f"{record.get('sha1')}, this file {res.sha1}); resources are "
-                "immutable: deposit the new content under a new id"
-            )
         found = self.cfg.find_file(res.id, record.get("filename"))
-        waited = 0.0
-        while found is None and waited < PUBLISH_WAIT:
+        deadline = time.monotonic() + PUBLISH_WAIT
+        while found is None and time.monotonic() < deadline:
             # another process registered this content and is publishing it now
             time.sleep(0.05)
-            waited += 0.05
             found = self.cfg.find_file(res.id, record.get("filename"))
         if found is None:
             raise NotFound(
@@ -317,30 +478,28 @@ class _Batch:
             )
         res.status, res.path = "exists", found
 
-    def _stage(self, w: _Work) -> None:
-        src, cfg = Path(w.item.source), self.cfg
-        staging = cfg.staging_dir
+    def _plan_stage(self, w: _Work, journal: Journal) -> None:
+        """Chooses the staged name and how the item is staged; journals it."""
+        src = Path(w.item.source)
+        staging = self.cfg.staging_dir
         if not staging.is_dir():
-            staging.mkdir(mode=cfg.shard_mode() & 0o777, exist_ok=True)
+            staging.mkdir(mode=self.cfg.shard_mode() & 0o777, exist_ok=True)
         w.staged = staging / staged_name(w.result.id, w.suffix)
-        same_fs = same_filesystem(src, staging)
-        if same_fs and not self.keep_source:
-            if w.is_dir:
-                os.rename(src, w.staged)
-                w.moved = True
-                return
+        w.moved = not self.opt.keep_source and same_filesystem(src, staging)
+        how = "moved" if w.moved else "copied"
+        journal.add(w.staged, w.result.id, src, how)
+
+    def _stage(self, w: _Work) -> None:
+        assert w.staged is not None
+        src = Path(w.item.source)
+        if w.moved:
             try:
-                os.link(src, w.staged, follow_symlinks=False)
-                w.linked = True
+                os.rename(src, w.staged)
                 return
             except OSError as err:
-                if err.errno not in (
-                    errno.EPERM,
-                    errno.EMLINK,
-                    errno.ENOTSUP,
-                    errno.EXDEV,
-                ):
+                if err.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES):
                     raise
+                w.moved = False
         self._copy(w, src)
 
     def _copy(self, w: _Work, src: Path) -> None:
@@ -372,89 +531,92 @@ class _Batch:
             )
         w.result.sha1 = w.result.sha1 or (copied if self.hash else None)
 
-    def _register(self, w: _Work) -> None:
+    def _register(self, w: _Work) -> Mapping[str, Any] | None:
+        """Registers the item. Returns None, or the record found after a write
+        whose answer was lost (a timeout, a server error) when that record holds
+        this very content: the write was committed, by this deposit or by a
+        concurrent one of the same content, so it is not withdrawn on failure."""
         res = w.result
-        meta = {**self.metadata, **(w.item.metadata or {})}
+        meta = {**self.opt.metadata, **(w.item.metadata or {})}
         if w.adopted:  # a registration cut short before: give its record a place
             self.reg.add_location(res.id, self.archive_name)
-            return
+            return None
         try:
             record = self.reg.add_resource(
-                res.id, self.dtype, self.archive_name, sha1=res.sha1, metadata=meta
+                res.id, self.opt.dtype, self.archive_name, sha1=res.sha1, metadata=meta
             )
         except (AlreadyExists, RegistryUnavailable) as err:
-            # another process may have registered this name at the same moment
-            # (django-neurobank may answer such a race with a 500)
+            # the name was taken by another process at the same moment, or a write
+            # timed out or failed after the server committed it: read what is there
             if res.id is None:
                 raise
             try:
                 record = self.reg.get_resource(res.id)
             except NotFound:
-                if isinstance(err, RegistryUnavailable) and res.sha1:
-                    other = self.reg.find_sha1(res.sha1)  # a race on the content?
-                    if other is not None:
-                        raise AlreadyExists(
-                            f"this content is already registered as "
-                            f"'{other['name']}' in {self.reg.url}"
-                        ) from None
                 raise err from None  # the name is free: the sha1 was taken, or down
-            if not self.exist_ok:
-                raise AlreadyExists(
-                    f"'{res.id}' is already registered in {self.reg.url} (by another "
-                    "deposit at the same time); choose another name"
-                ) from None
+            lost = isinstance(err, RegistryUnavailable)
+            if lost and _is_ours(
+                record, res.sha1, self.opt.dtype, meta, self.archive_name
+            ):
+                log.info("'%s' was registered although the answer was lost", res.id)
+                if self.cfg.find_file(res.id, record.get("filename")) is None:
+                    return record
             self._already(w, record)
-            self._unstage(w)
-            return
+            return None
         res.id = record["name"]
+        return None
 
     def _publish(self, w: _Work) -> None:
         assert w.staged is not None and w.result.id is not None
         cfg, res = self.cfg, w.result
         target = cfg.resource_path(res.id, w.suffix)
         try:
-            shard = target.parent
-            if not shard.is_dir():
-                shard.mkdir(mode=cfg.shard_mode() & 0o777, exist_ok=True)
-                _set_owner_mode(shard, cfg.uid_gid(), cfg.shard_mode())
-            st = os.lstat(w.staged)
-            if w.linked and (st.st_size, st.st_mtime_ns) != w.stamp:
-                raise IntegrityError(
-                    f"'{w.item.source}' changed while it was being deposited; its "
-                    "registration was withdrawn. Deposit it again once it is complete"
-                )
-            w.saved_mode = (st.st_mode, st.st_gid)
-            self._apply_policy(w.staged, w.is_dir)
-            if w.is_dir:
-                if os.path.lexists(target):
-                    raise FileExistsError(errno.EEXIST, "exists", str(target))
-                os.rename(w.staged, target)
-                w.staged, w.moved = None, False
-            else:
-                os.link(w.staged, target, follow_symlinks=False)
-        except (NbankError, OSError) as err:
-            self._withdraw(res.id, w.adopted)
-            if isinstance(err, NbankError):
-                raise
-            if isinstance(err, FileExistsError):
-                raise AlreadyExists(
-                    f"'{target}' appeared while depositing '{res.id}'; its "
-                    "registration was withdrawn and the source left in place"
-                ) from None
+            self._make_shard(target.parent)
+        except OSError as err:
             raise ArchiveError(
                 f"could not store '{res.id}' at '{target}' ({_describe(err)}); its "
                 "registration was withdrawn and the source left in place"
             ) from err
-        except BaseException:
-            self._withdraw(res.id, w.adopted)
-            raise
+        st = os.lstat(w.staged)
+        if w.moved and not w.is_dir and (st.st_size, st.st_mtime_ns) != w.stamp:
+            raise IntegrityError(
+                f"'{w.item.source}' changed while it was being deposited; its "
+                "registration was withdrawn. Deposit it again once it is complete"
+            )
+        w.saved_mode = (st.st_mode, st.st_gid)
+        self._apply_policy(w.staged, w.is_dir)
+        try:
+            if w.is_dir:
+                if os.path.lexists(target):
+                    raise FileExistsError(errno.EEXIST, "exists", str(target))
+                os.rename(w.staged, target)
+                w.staged = None
+            else:
+                os.link(w.staged, target, follow_symlinks=False)
+        except FileExistsError:
+            raise AlreadyExists(
+                f"'{target}' appeared while depositing '{res.id}'; its "
+                "registration was withdrawn and the source left in place"
+            ) from None
+        except OSError as err:
+            raise ArchiveError(
+                f"could not store '{res.id}' at '{target}' ({_describe(err)}); its "
+                "registration was withdrawn and the source left in place"
+            ) from err
         res.path = target
 
-    def _withdraw(self, name: str, adopted: bool = False) -> None:
+    def _make_shard(self, shard: Path) -> None:
+        if not shard.is_dir():
+            shard.mkdir(mode=self.cfg.shard_mode() & 0o777, exist_ok=True)
+            _set_owner_mode(shard, self.cfg.uid_gid(), self.cfg.shard_mode())
+
+    def _withdraw(self, w: _Work) -> None:
         """Deletes a record whose file could not be published (an adopted record
         loses only the location this deposit gave it)."""
+        name = w.result.id
+        assert name is not None
         try:
-            if adopted:
+            if w.adopted:
                 self.reg.remove_location(name, self.archive_name)
             else:
                 self.reg.delete_resource(name)
@@ -483,11 +645,14 @@ class _Batch:
             return
         with contextlib.suppress(OSError):
             if w.saved_mode is not None:
+                if w.is_dir:
+                    _make_writable(staged)
                 os.chmod(staged, stat.S_IMODE(w.saved_mode[0]))
                 with contextlib.suppress(PermissionError):
                     os.chown(staged, -1, w.saved_mode[1])
         if w.moved:
             os.rename(staged, w.item.source)
+            w.moved = False
         elif w.is_dir:
             shutil.rmtree(staged, ignore_errors=True)
         else:
@@ -495,7 +660,8 @@ class _Batch:
                 os.unlink(staged)
 
     def _finish(self, chunk: list[_Work], pool: ThreadPoolExecutor) -> None:
-        """Makes the chunk's new names durable, then removes sources and staging."""
+        """Makes the chunk's new names durable, then removes staged names and the
+        sources of copies that were moves across filesystems."""
         done = [w for w in chunk if w.result.status == "deposited"]
         shards = {w.result.path.parent for w in done if w.result.path}
         # concurrent fsyncs of many directories share journal commits
@@ -508,12 +674,14 @@ class _Batch:
                 else:
                     os.unlink(w.staged)
             src = Path(w.item.source)
-            if not self.keep_source and not w.moved and os.path.lexists(src):
+            if not self.opt.keep_source and not w.moved and os.path.lexists(src):
                 try:
                     _rmtree_writable(src) if w.is_dir else os.unlink(src)
                     sources.add(src.parent)
                 except OSError as err:
                     w.result.error = f"archived, but the source was not removed: {err}"
+            elif w.moved:
+                sources.add(src.parent)
         if done:
             fsync_dir(self.cfg.staging_dir)
         for d in sources:
@@ -541,20 +709,46 @@ def withdraw(cfg: ArchiveConfig, registry: Registry, located: Any) -> Path:
     return path
 
 
-def staged_name(name: str | None, suffix: str) -> str:
-    """The name of a deposit's entry in ``staging/``: ``<id>~<token><suffix>``
-    (``auto~...`` before the registry names it), so ``nbank check --fix`` can tell
-    which resource an interrupted deposit was for."""
-    return f"{name or 'auto'}{STAGED_MARK}{uuid.uuid4().hex[:12]}{suffix}"
+def _refuse_repeats(works: list[_Work]) -> None:
+    """A source listed twice is deposited once; the repeat fails, saying so."""
+    seen: dict[str, Path] = {}
+    for w in works:
+        key = os.path.realpath(w.item.source)
+        if key in seen:
+            w.result.error = (
+                f"'{w.item.source}' is listed twice (as '{seen[key]}'); it is "
+                "deposited once"
+            )
+            w.result.exception = PolicyError(w.result.error)
+        else:
+            seen[key] = Path(w.item.source)
 
 
-def parse_staged_name(entry: str) -> tuple[str | None, str]:
-    """Returns ``(id or None, suffix)`` from a staging entry's name."""
-    name, mark, rest = entry.partition(STAGED_MARK)
-    if not mark or name == "auto":
-        return None, ""
-    dot = rest.find(".")
-    return name, rest[dot:] if dot >= 0 else ""
+def _is_ours(
+    record: Mapping[str, Any],
+    sha1: str | None,
+    dtype: str,
+    metadata: Mapping[str, Any],
+    archive: str,
+) -> bool:
+    """True if ``record`` is the one this deposit asked for (a write the server
+    committed although its answer was lost): same content, or, with no hash, the
+    same datatype, metadata and archive."""
+    if sha1 is not None or record.get("sha1") is not None:
+        return False if sha1 is None else record.get("sha1") == sha1
+    if record.get("dtype") != dtype or archive not in (record.get("locations") or ()):
+        return False
+    stored = dict(record.get("metadata") or {})
+    wanted = {k: v for k, v in metadata.items() if k not in ("experimenter", "animal")}
+    return stored == wanted
+
+
+def _check_name_length(name: str, suffix: str) -> None:
+    if len((name + suffix).encode()) > 255:
+        raise PolicyError(
+            f"'{name[:40]}...{suffix}' is too long for a file name in the archive "
+            f"({len((name + suffix).encode())} bytes, at most 255): use a shorter id"
+        )
 
 
 def _item_name(item: DepositItem) -> str:
@@ -596,10 +790,14 @@ def _set_owner_mode(path: Path, owner: tuple[int, int], mode: int) -> None:
     os.chmod(path, mode, follow_symlinks=False)
 
 
-def _rmtree_writable(path: Path) -> None:
+def _make_writable(path: Path) -> None:
     for d, _ds, _fs in os.walk(path):
         with contextlib.suppress(OSError):
             os.chmod(d, stat.S_IMODE(os.lstat(d).st_mode) | stat.S_IRWXU)
+
+
+def _rmtree_writable(path: Path) -> None:
+    _make_writable(path)
     shutil.rmtree(path)
 
 

@@ -40,7 +40,7 @@ def test_files_and_directories_follow_the_policy(tmp_path):
     arch = init_archive(
         tmp_path / "a", registry=url, group=group, umask=0o027, allow_directories=True
     )
-    with open_registry(url) as reg:
+    with open_registry(url, create=True) as reg:
         reg.add_datatype("txt", "text/plain")
     f = tmp_path / "file1.txt"
     f.write_text("one")
@@ -70,7 +70,7 @@ def test_read_only_holds_for_an_unprivileged_user(tmp_path):
         pytest.skip("needs root and runuser to act as an unprivileged user")
     url = "sqlite://" + str(tmp_path / "r.sqlite")
     arch = init_archive(tmp_path / "a", registry=url, umask=0o022)
-    with open_registry(url) as reg:
+    with open_registry(url, create=True) as reg:
         reg.add_datatype("txt", "text/plain")
     src = tmp_path / "ro.txt"
     src.write_text("keep me")

@@ -61,7 +61,7 @@ def embedded(tmp_path, monkeypatch):
     url = "sqlite://" + str(tmp_path / "registry.sqlite")
     monkeypatch.setenv("NBANK_REGISTRY", url)
     arch = init_archive(tmp_path / "archive", registry=url)
-    with open_registry(url) as reg:
+    with open_registry(url, create=True) as reg:
         reg.add_datatype("txt", "text/plain")
     return arch
 
@@ -211,22 +211,25 @@ def test_a_location_outside_any_archive_is_not_followed(tmp_path):
 
 
 class ChangingRegistry(SqliteRegistry):
-    """The real embedded registry, with a fault injected: the source file is
-    modified just as its registration is sent (between hash and publish)."""
+    """The real embedded registry, with a fault injected: a program that holds
+    the source open writes to it just as its registration is sent (between hash
+    and publish; the source has been moved into staging by then)."""
 
     victim: Path
 
     def add_resource(self, *args, **kwargs):
-        with open(self.victim, "ab") as f:
-            f.write(b" and then some")
+        self.writer.write(b" and then some")
+        self.writer.flush()
         return super().add_resource(*args, **kwargs)
 
 
 def test_a_file_changing_between_hash_and_publish(embedded, tmp_path):
     src = tmp_path / "moving.txt"
     src.write_text("first version")
-    with ChangingRegistry(sqlite_path(embedded.registry)) as reg:
-        reg.victim = src
+    with (
+        ChangingRegistry(sqlite_path(embedded.registry)) as reg,
+        open(src, "ab") as reg.writer,
+    ):
         (r,) = deposit(embedded.path, [src], dtype="txt", registry=reg)
         assert not r.ok and isinstance(r.exception, IntegrityError)
         assert "changed while it was being deposited" in r.error

@@ -118,7 +118,9 @@ class Target:
 
     def open(self, work: Path) -> Registry:
         if self.server is None:
-            reg = open_registry("sqlite://" + str(work / "registry.sqlite"))
+            reg = open_registry(
+                "sqlite://" + str(work / "registry.sqlite"), create=True
+            )
             reg.add_datatype(self.dtype, "application/octet-stream")
             return reg
         reg = open_registry(self.server.url, auth=self.server.auth)
@@ -362,15 +364,22 @@ def test_registry_killed_mid_batch(tmp_path: Path, report: dict[str, Figures]) -
 
 
 def assert_failures_reported(fig: Figures, run: Run, sources: Sources, where: str):
-    """Exit 1, one line per file not deposited, naming it, and no traceback."""
+    """Exit 1 and no traceback; one line per file that failed, naming it, until
+    a few registry failures in a row stop the batch; then one line counting the
+    files not attempted, and the summary."""
     assert run.tracebacks == 0, where
     assert run.returncode == 1, where
     left = {str(p) for p in sources.order if p.exists()}
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     summary = f"nbank: {len(left)} of {len(sources.order)} files were not deposited"
-    assert failed_sources(run.stderr) == left, where
+    stopped = [ln for ln in lines if " file(s) not attempted: " in ln]
+    named = {s for s in failed_sources(run.stderr) if " file(s) " not in s}
+    skipped = int(stopped[0].split()[1]) if stopped else 0
+    assert named <= left, where
+    assert len(named) + skipped == len(left), f"{where}\n{named} + {skipped}"
+    assert len(stopped) <= 1, where
     assert lines[-1] == summary, f"{where}\nlast line: {lines[-1]!r}"
-    assert len(lines) == len(left) + 1, f"{where}: {len(lines)} lines"
+    assert len(lines) == len(named) + len(stopped) + 1, f"{where}: {len(lines)} lines"
     fig.failures_reported += len(left)
 
 

@@ -106,9 +106,12 @@ class Registry(abc.ABC):
     def find_archive_by_root(
         self, root: str, scheme: str = "neurobank"
     ) -> dict[str, Any] | None:
-        """Returns the archive registered for ``root``, or None."""
+        """Returns the archive registered for exactly ``root``, or None.
+
+        The server matches roots without case; two archives whose roots differ
+        only in case are different directories here, so the match is exact."""
         for archive in self.list_archives(root=str(root)):
-            if archive["scheme"] == scheme:
+            if archive.get("scheme") == scheme and archive.get("root") == str(root):
                 return archive
         return None
 

@@ -4,6 +4,12 @@ Reads are anonymous (the server hashes the password of every authenticated reque
 ~300 ms with Django's default hasher); writes send ``auth`` or the ``~/.netrc`` entry
 for the host. One keep-alive session per process, usable from 16 threads at once.
 
+Credentials stay where they belong: reads never send any (not even from
+``~/.netrc``, which ``requests`` would otherwise add when following a redirect),
+a redirect to another origin (scheme, host, port) drops the ``Authorization``
+header, writes never follow a redirect (a 3xx to a write is an error), and no
+message shows a password given in a URL.
+
 >>> from nbank_core.registry.http import HttpRegistry
 >>> with HttpRegistry("http://localhost:8000/neurobank") as reg:  # doctest: +SKIP
 ...     reg.get_resource("st32_1")["dtype"]
@@ -39,6 +45,7 @@ from nbank_core.errors import (
     RegistryUnavailable,
 )
 from nbank_core.ids import validate_id
+from nbank_core.redact import mask_text
 from nbank_core.registry.base import BULK_BATCH, Registry
 
 __all__ = ["HttpRegistry"]
@@ -47,6 +54,7 @@ POOL_SIZE = 16
 BULK_SPLIT = 100  # names per bulk request when there are more
 BULK_THREADS = 4  # bulk requests in flight at once
 RETRY_DELAYS = (0.2, 0.5)  # sleeps between the 3 attempts of a read
+MAX_PAGES = 100_000  # pages of one list: more is a server that never ends
 _VERBS = {"GET": "get", "POST": "add", "PATCH": "update", "DELETE": "delete"}
 _NOT_FOUND_HINTS = ("no such dtype", "no such archive", "no such resource")
 _TRANSIENT = (
@@ -59,6 +67,34 @@ _TRANSIENT = (
 def _anonymous(request: requests.PreparedRequest) -> requests.PreparedRequest:
     """An auth that adds nothing, so requests does not fall back to ~/.netrc."""
     return request
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, the default port made explicit."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class _Session(requests.Session):
+    """A session whose redirects never add credentials (``requests`` re-reads
+    ``~/.netrc`` for the new host) and drop them when the origin changes."""
+
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        old = response.request.url if response.request is not None else None
+        new = prepared_request.url
+        if "Authorization" in prepared_request.headers and (
+            old is None or new is None or _origin(old) != _origin(new)
+        ):
+            del prepared_request.headers["Authorization"]
 
 
 def _field_errors(body: Any, prefix: str = "") -> list[str]:
@@ -94,8 +130,26 @@ def _map_error(
     exc: requests.RequestException | None = None,
     user: str | None = None,
     timeout: float = 0.0,
+    attempts: int = 1,
+    elapsed: float = 0.0,
 ) -> NbankError:
-    """Translates a transport failure or an error response into neurobank's errors."""
+    """Translates a transport failure or an error response into neurobank's errors,
+    with any password in a URL (the request's, a redirect's) masked."""
+    err = _describe(url, what, method, response, exc, user, timeout, attempts, elapsed)
+    return type(err)(mask_text(str(err)))
+
+
+def _describe(
+    url: str,
+    what: str,
+    method: str,
+    response: requests.Response | None,
+    exc: requests.RequestException | None,
+    user: str | None,
+    timeout: float,
+    attempts: int,
+    elapsed: float,
+) -> NbankError:
     if exc is not None:
         if isinstance(exc, ValueError):  # InvalidURL, MissingSchema, InvalidSchema
             return ConfigError(f"invalid registry URL {url!r}: {exc}")
@@ -108,9 +162,12 @@ def _map_error(
             while (inner.__cause__ or inner.__context__) is not None:
                 inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
             reason = getattr(inner, "strerror", None) or str(exc)
+        if attempts > 1:
+            reason += f" ({attempts} attempts, {elapsed:.1f} s in all)"
+        hint = " or a longer --timeout" if isinstance(exc, requests.Timeout) else ""
         return RegistryUnavailable(
             f"cannot reach the registry at {url}: {reason}. Check that the server is "
-            "running and the URL is right (-r or NBANK_REGISTRY)"
+            f"running and the URL is right (-r or NBANK_REGISTRY){hint}"
         )
     assert response is not None
     status, verb = response.status_code, _VERBS.get(method, method.lower())
@@ -203,7 +260,7 @@ class HttpRegistry(Registry):
             if self._session is None or self._pid != pid:
                 if self._session is not None:
                     self._session.close()  # the parent's sockets: close our copies
-                session = requests.Session()
+                session = _Session()
                 adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
@@ -240,13 +297,22 @@ class HttpRegistry(Registry):
         auth = HTTPBasicAuth(*creds) if creds else _anonymous
         attempts = 1 + len(RETRY_DELAYS) if read else 1
         kwargs = dict(params=params, json=body, auth=auth, timeout=self.timeout)
+        start = time.monotonic()
         for attempt in range(attempts):
             try:  # a redirected POST would lose its body: only GETs follow them
                 response = self._http().request(
                     method, url, allow_redirects=method == "GET", **kwargs
                 )
             except requests.RequestException as exc:
-                err = _map_error(self.url, what, method, exc=exc, timeout=self.timeout)
+                err = _map_error(
+                    self.url,
+                    what,
+                    method,
+                    exc=exc,
+                    timeout=self.timeout,
+                    attempts=attempt + 1,
+                    elapsed=time.monotonic() - start,
+                )
                 err.__cause__ = exc
             else:
                 if response.status_code < 300:
@@ -272,15 +338,31 @@ class HttpRegistry(Registry):
         return None if response.status_code == 204 else self._json(response)
 
     def _pages(self, path: str, what: str, params: Mapping[str, Any]) -> Iterator[Any]:
-        """Yields the items of a list, following ``Link: <...>; rel="next"``."""
+        """Yields the items of a list, following ``Link: <...>; rel="next"``.
+
+        A next page seen before (a loop) or more than ``MAX_PAGES`` pages is a
+        BadResponse: a list command never runs for ever."""
         url: str | None = path
+        seen: set[str] = set()
         while url is not None:
             response = self._request("GET", url, what, params=params or None)
+            seen.add(response.url)
             page = self._json(response)
             if not isinstance(page, list):
                 raise BadResponse(f"the registry at {self.url} sent a non-list {what}")
             yield from page
             url, params = response.links.get("next", {}).get("url"), {}
+            if url is not None and (url in seen or len(seen) >= MAX_PAGES):
+                why = (
+                    f"a loop: its next page {mask_text(url)!r} was sent before"
+                    if url in seen
+                    else f"more than {MAX_PAGES} pages"
+                )
+                raise BadResponse(
+                    f"the registry at {self.url} answered the list of {what} with "
+                    f"{why}; stopped reading it. The server is misconfigured: tell "
+                    "its administrator"
+                )
 
     def _bulk(self, path: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """POSTs the names in batches to a bulk endpoint; returns {name: record}.

@@ -23,6 +23,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -144,7 +145,9 @@ class Database:
     def transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """One short transaction on this thread's connection, committed at the end
         of the block and rolled back on an exception. SQLite's operational errors
-        become RegistryUnavailable (busy) or RegistryError."""
+        become RegistryUnavailable (busy: saying how long it waited) or
+        RegistryError."""
+        start = time.monotonic()
         if os.getpid() != self._pid:  # forked: the parent's connections stay theirs
             _INHERITED.extend([self._shared, *self._held])
             shared = self._shared
@@ -165,11 +168,16 @@ class Database:
                 with _transaction(conn, write):
                     yield conn
         except sqlite3.OperationalError as err:
-            busy = "locked" in str(err) or "busy" in str(err)
-            raise (RegistryUnavailable if busy else RegistryError)(
+            if "locked" in str(err) or "busy" in str(err):
+                waited = time.monotonic() - start
+                raise RegistryUnavailable(
+                    f"{self.label} is locked: another process holds the registry "
+                    f"(a deposit or check in progress?); waited {waited:.1f} s "
+                    f"(the limit is {self.timeout:g} s). Try again when it is done"
+                ) from err
+            raise RegistryError(
                 f"{self.label} failed: {err}. Check that its directory is writable "
-                "and on a local disk; if another process held it for over "
-                f"{self.timeout:g} s, try again"
+                "and on a local disk"
             ) from err
         except sqlite3.DatabaseError as err:
             raise RegistryError(

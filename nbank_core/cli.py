@@ -243,6 +243,7 @@ def cmd_registry_init(args: argparse.Namespace) -> int:
             "registries only (a server is set up by its administrator)"
         )
     with settings.open(create=True) as reg:
+        reg.list_datatypes()  # the first request creates the file
         info = reg.info()
     _err(f"{info['name']} ready at {settings.registry}")
     _out(settings.registry)

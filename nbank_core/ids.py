@@ -142,7 +142,10 @@ def parse_query(text: str) -> Query:
     body, prefixed = split_prefix(text)
     base = None
     if not prefixed:
-        parts = urlsplit(body)
+        try:
+            parts = urlsplit(body)
+        except ValueError as err:  # e.g. "Invalid IPv6 URL"
+            raise InvalidIdentifier(f"invalid query {text!r}: {err}") from None
         if parts.scheme.lower() in ("http", "https") and parts.netloc:
             m = _URL_RE.match(parts.path + "/")
             if m is None:

@@ -271,6 +271,9 @@ class _Batch:
                 )
                 if not self.opt.dry_run:
                     journal.write()
+                if start == 0 and todo:  # the first write goes alone: a refused
+                    self._one(todo[0])  # login then costs one attempt, not eight
+                    todo = todo[1:]
                 list(pool.map(self._one, todo))
                 self._finish(chunk, pool)
                 journal.remove()
@@ -319,6 +322,9 @@ class _Batch:
             w.result.status = "deposited"
             self._count(None)
         except (NbankError, OSError) as err:
+            if isinstance(err, AuthError) and self.stop.is_set():
+                self._skip(w, self.stop_reason or str(err))  # said once already
+                return
             self._count(err)
             self._fail(w, err)
 
@@ -332,7 +338,7 @@ class _Batch:
         failures in a row."""
         with self._lock:
             if isinstance(err, AuthError):
-                self._halt(f"not attempted: the registry refused the login ({err})")
+                self._halt("not attempted: the registry refused the login")
             elif isinstance(err, RegistryUnavailable):
                 self._failures += 1
                 if self._failures >= FAILURES_IN_A_ROW:

@@ -54,8 +54,8 @@ from nbank_core import (
     resolve_settings,
     resolver_for,
     search,
+    split_prefix,
 )
-from nbank_core.ids import split_prefix
 from nbank_fsspec.download import SMALL, RemoteFile
 from nbank_fsspec.errors import builtin_errors
 from nbank_fsspec.settings import ResolvingCached

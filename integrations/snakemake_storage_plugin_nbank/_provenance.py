@@ -24,8 +24,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-import nbank_core
-from nbank_core import input_ref
+from nbank_core import input_ref, provenance
 
 __all__ = ["JobIndex", "snakemake_version"]
 
@@ -37,13 +36,6 @@ def snakemake_version() -> str:
         return metadata.version("snakemake")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _schema() -> Any:
-    """``nbank_core.provenance``, the function. Once the module of the same name
-    is imported, the package attribute is that module, not the function."""
-    found = nbank_core.provenance
-    return getattr(found, "provenance", found)
 
 
 class JobIndex:
@@ -73,14 +65,14 @@ class JobIndex:
         local_path = getattr(obj, "local_path", None)
         job = self.job_of(str(local_path())) if local_path is not None else None
         if job is None:
-            return _schema()("snakemake", engine_version=snakemake_version())
+            return provenance("snakemake", engine_version=snakemake_version())
         inputs = []
         for f in job.input:
             so = f.storage_object if getattr(f, "is_storage", False) else None
             ident = getattr(so, "nbank_id", None)
             if ident is not None:
                 inputs.append(input_ref(ident, so.provider.registry_url, registry_url))
-        return _schema()(
+        return provenance(
             "snakemake",
             step=job.rule.name,
             inputs=inputs,

@@ -24,8 +24,7 @@ import re
 
 from snakemake_interface_storage_plugins.io import WILDCARD_REGEX
 
-from nbank_core import InvalidIdentifier, parse_query
-from nbank_core.ids import split_prefix
+from nbank_core import InvalidIdentifier, parse_query, split_prefix
 
 __all__ = [
     "SCHEME",

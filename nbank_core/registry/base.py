@@ -35,11 +35,82 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 from nbank_core.errors import IntegrityError, NotFound
 
-__all__ = ["BULK_BATCH", "Registry"]
+__all__ = [
+    "BULK_BATCH",
+    "ArchiveRecord",
+    "DatatypeRecord",
+    "LocatedRecord",
+    "LocationRecord",
+    "Registry",
+    "RegistryInfo",
+    "ResourceRecord",
+]
+
+
+class RegistryInfo(TypedDict):
+    """``info()``: what the registry says of itself."""
+
+    name: str
+    version: str
+    api_version: str
+
+
+class DatatypeRecord(TypedDict, total=False):
+    """A datatype; ``extension`` and ``downloadable`` where the registry has them."""
+
+    name: str
+    content_type: str
+    extension: str | None
+    downloadable: bool
+
+
+class ArchiveRecord(TypedDict):
+    """An archive: ``root`` is its directory for the ``neurobank`` scheme."""
+
+    name: str
+    scheme: str
+    root: str
+    accessibility: str
+
+
+class LocationRecord(TypedDict, total=False):
+    """One place a resource is stored."""
+
+    archive_name: str
+    scheme: str
+    root: str
+    resource_name: str
+    key: str | None
+
+
+class ResourceRecord(TypedDict, total=False):
+    """A resource as django-neurobank serialises it (``locations``: archive
+    names)."""
+
+    name: str
+    sha1: str | None
+    dtype: str
+    filename: str
+    metadata: dict[str, Any] | None
+    experimenter: str | None
+    animal: str | None
+    locations: list[str]
+    created_by: str | None
+    created_on: str
+
+
+class LocatedRecord(TypedDict):
+    """A resource with its full locations, as the bulk location lookup returns."""
+
+    name: str
+    sha1: str | None
+    filename: str
+    locations: list[LocationRecord]
+
 
 #: names sent in one bulk request (django-neurobank on SQLite fails at 999)
 BULK_BATCH = 500
@@ -57,22 +128,22 @@ class Registry(abc.ABC):
 
     # -- the registry itself -------------------------------------------------
     @abc.abstractmethod
-    def info(self) -> dict[str, Any]:
+    def info(self) -> RegistryInfo:
         """Returns ``{"name", "version", "api_version"}``."""
 
     # -- datatypes ------------------------------------------------------------
     @abc.abstractmethod
-    def list_datatypes(self) -> list[dict[str, Any]]:
+    def list_datatypes(self) -> list[DatatypeRecord]:
         """Returns every datatype, ordered by name."""
 
     @abc.abstractmethod
-    def get_datatype(self, name: str) -> dict[str, Any]:
+    def get_datatype(self, name: str) -> DatatypeRecord:
         """Returns one datatype; raises NotFound."""
 
     @abc.abstractmethod
     def add_datatype(
         self, name: str, content_type: str, extension: str | None = None
-    ) -> dict[str, Any]:
+    ) -> DatatypeRecord:
         """Adds a datatype; raises AlreadyExists if the name is taken."""
 
     # -- archives -------------------------------------------------------------
@@ -83,12 +154,12 @@ class Registry(abc.ABC):
         name: str | None = None,
         scheme: str | None = None,
         root: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ArchiveRecord]:
         """Returns archives; ``name`` and ``scheme`` are prefix filters, ``root`` an
         exact (case-insensitive) match."""
 
     @abc.abstractmethod
-    def get_archive(self, name: str) -> dict[str, Any]:
+    def get_archive(self, name: str) -> ArchiveRecord:
         """Returns one archive; raises NotFound."""
 
     @abc.abstractmethod
@@ -99,13 +170,13 @@ class Registry(abc.ABC):
         *,
         scheme: str = "neurobank",
         accessibility: str = "local",
-    ) -> dict[str, Any]:
+    ) -> ArchiveRecord:
         """Adds an archive; raises AlreadyExists if the name or (scheme, root) is
         taken."""
 
     def find_archive_by_root(
         self, root: str, scheme: str = "neurobank"
-    ) -> dict[str, Any] | None:
+    ) -> ArchiveRecord | None:
         """Returns the archive registered for exactly ``root``, or None.
 
         The server matches roots without case; two archives whose roots differ
@@ -125,7 +196,7 @@ class Registry(abc.ABC):
         *,
         sha1: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> ResourceRecord:
         """Registers a resource located in ``archive`` and returns its record.
 
         ``name=None`` asks the registry for an 8-character base-36 id. The
@@ -135,21 +206,21 @@ class Registry(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_resource(self, name: str) -> dict[str, Any]:
+    def get_resource(self, name: str) -> ResourceRecord:
         """Returns one resource record; raises NotFound."""
 
     @abc.abstractmethod
-    def get_resources(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def get_resources(self, names: Iterable[str]) -> dict[str, ResourceRecord]:
         """Returns ``{name: record}`` for the known names, in bulk; unknown names
         are omitted."""
 
     @abc.abstractmethod
-    def locate_resources(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def locate_resources(self, names: Iterable[str]) -> dict[str, LocatedRecord]:
         """Returns ``{name: {"name", "sha1", "filename", "locations": [location]}}``
         for the known names that have a location, in bulk."""
 
     @abc.abstractmethod
-    def search(self, **filters: Any) -> Iterator[dict[str, Any]]:
+    def search(self, **filters: Any) -> Iterator[ResourceRecord]:
         """Yields resources matching django-neurobank's filters, ordered by name.
 
         ``name``, ``dtype`` and ``location`` match case-insensitive substrings;
@@ -158,7 +229,7 @@ class Registry(abc.ABC):
         """
 
     @abc.abstractmethod
-    def update_metadata(self, name: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    def update_metadata(self, name: str, metadata: Mapping[str, Any]) -> ResourceRecord:
         """Merges ``metadata`` into the resource's; a ``None`` value deletes a key.
         Returns the updated record; raises NotFound."""
 
@@ -166,7 +237,7 @@ class Registry(abc.ABC):
     def delete_resource(self, name: str) -> None:
         """Deletes the resource and its locations; raises NotFound."""
 
-    def find_sha1(self, sha1: str) -> dict[str, Any] | None:
+    def find_sha1(self, sha1: str) -> ResourceRecord | None:
         """Returns the resource whose content has this sha1, or None."""
         for record in self.search(sha1=sha1.lower()):
             return record
@@ -174,13 +245,13 @@ class Registry(abc.ABC):
 
     # -- locations ------------------------------------------------------------
     @abc.abstractmethod
-    def list_locations(self, name: str) -> list[dict[str, Any]]:
+    def list_locations(self, name: str) -> list[LocationRecord]:
         """Returns the resource's locations; raises NotFound for an unknown id."""
 
     @abc.abstractmethod
     def add_location(
         self, name: str, archive: str, key: str | None = None
-    ) -> dict[str, Any]:
+    ) -> LocationRecord:
         """Adds a location; raises NotFound or AlreadyExists."""
 
     @abc.abstractmethod

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from servers import free_port
 
-from nbank_core import deposit
+from nbank_core import Resolver, canonical_url, deposit
 from nbank_core.registry.http import HttpRegistry
 from nbank_core.registry.sqlite import SqliteRegistry
 
@@ -182,6 +182,39 @@ def archived(archive: Any) -> list[str]:
     return files + sorted(
         f"staging/{p.name}" for p in archive.cfg.staging_dir.iterdir()
     )
+
+
+# -- lookups on a clock the test moves --------------------------------------------
+class Clock:
+    """A monotonic clock that moves only when told (``clock.now += 11``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
+    """Makes nbank_luigi look up through resolvers on a test clock (one per
+    registry, as ``nbank_core.resolver_for`` shares them), so a test that waits
+    for answers to expire moves the clock instead of sleeping."""
+    import nbank_luigi.lookup
+
+    now = Clock()
+    resolvers: dict[str, Resolver] = {}
+
+    def resolver_for(settings: Any) -> Resolver:
+        key = canonical_url(settings.registry)
+        if key not in resolvers:
+            resolvers[key] = Resolver(settings.open(), clock=now)
+        return resolvers[key]
+
+    monkeypatch.setattr(nbank_luigi.lookup, "resolver_for", resolver_for)
+    yield now
+    for res in resolvers.values():
+        res.registry.close()
 
 
 # -- counting registry requests -----------------------------------------------------

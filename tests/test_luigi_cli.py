@@ -49,9 +49,7 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 def test_command_line_with_config_file_and_overrides(archive, uniq, tmp_path):
     put(archive, f"st{uniq}", f"cli input {uniq}\n")
     down = f"http://127.0.0.1:{free_port()}/neurobank/"
-    cfg = write_cfg(
-        tmp_path / "luigi.cfg", registry=down, archive=archive.path, dtype=archive.dtype
-    )
+    cfg = write_cfg(tmp_path / "luigi.cfg", registry=down, dtype=archive.dtype)
     auth = {k: v for k, v in archive.backend.env.items() if k == "NBANK_AUTH"}
     env = luigi_env(cfg, **auth)
     log = tmp_path / "runs.log"
@@ -63,13 +61,15 @@ def test_command_line_with_config_file_and_overrides(archive, uniq, tmp_path):
     assert "cannot reach the registry" in proc.stderr
     assert runs(log) == []
 
-    # --nbank-registry overrides it
+    # --nbank-registry overrides it; --nbank-archive names where outputs go
     override = ["--nbank-registry", archive.backend.url]
+    override += ["--nbank-archive", str(archive.path)]
     proc = run(luigi_cmd(*task, *override, "--local-scheduler"), env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert len(runs(log)) == 1
     record = archive.registry.get_resource(f"st{uniq}_up")
-    assert record["metadata"]["luigi_params"] == {"unit": f"st{uniq}"}
+    assert record["metadata"]["parameters"] == {"unit": f"st{uniq}"}
+    assert record["metadata"]["engine"] == "luigi"
     assert archive.cfg.find_file(f"st{uniq}_up").read_text() == (
         f"CLI INPUT {uniq.upper()}\n"
     )

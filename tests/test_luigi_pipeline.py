@@ -12,6 +12,7 @@ from luigi_helpers import (
     build,
     clean_luigi,
     forget,
+    luigi,
     luigid,
     nbank_env,
     put,
@@ -39,8 +40,10 @@ def test_outputs_are_deposited_with_provenance_and_a_rerun_does_nothing(
     record = nbank_env.registry.get_resource(f"st{uniq}_up")
     assert record["dtype"] == nbank_env.dtype
     assert record["metadata"] == {
-        "luigi_task": "Upper",
-        "luigi_params": {"unit": f"st{uniq}"},
+        "engine": "luigi",
+        "engine_version": luigi.__version__,
+        "step": "Upper",
+        "parameters": {"unit": f"st{uniq}"},
         "inputs": [f"st{uniq}"],
     }
     out = nbank_env.cfg.find_file(f"st{uniq}_up")

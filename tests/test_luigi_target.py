@@ -23,12 +23,21 @@ from nbank_luigi import (
     NbankResource,
     NbankTarget,
     ResourceIdParameter,
+    SettingsError,
     clear_cache,
     nbank,
 )
 from servers import free_port
 
-from nbank_core import AlreadyExists, ConfigError, NotFound, RegistryUnavailable
+from nbank_core import (
+    AlreadyExists,
+    ConfigError,
+    NotFound,
+    PolicyError,
+    RegistryUnavailable,
+    init_archive,
+)
+from nbank_core.config import registry_mismatch
 
 
 def test_exists_means_registered_and_archived(nbank_env, uniq):
@@ -46,7 +55,9 @@ def test_exists_means_registered_and_archived(nbank_env, uniq):
         NbankTarget(f"in{uniq}").open().close()
 
 
-def test_registry_errors_propagate_from_exists(nbank_env):
+def test_registry_errors_propagate_from_exists(backend, monkeypatch):
+    for key, value in backend.env.items():
+        monkeypatch.setenv(key, value)
     down = f"http://127.0.0.1:{free_port()}/neurobank/"
     target = NbankTarget("anything", registry=down)
     with pytest.raises(RegistryUnavailable, match="cannot reach the registry"):
@@ -145,12 +156,26 @@ def test_archive_is_required_for_writing(backend, monkeypatch):
         NbankTarget("x1", dtype="txt").open("w")
 
 
-def test_registry_comes_from_the_archive(archive, monkeypatch):
-    monkeypatch.delenv("NBANK_REGISTRY", raising=False)
+def test_registry_comes_from_the_archive(archive, monkeypatch, tmp_path):
+    other = "sqlite://" + str(tmp_path / "other.sqlite")
+    monkeypatch.setenv("NBANK_REGISTRY", other)  # ignored: the archive names its own
     set_config(nbank={"archive": archive.path})
     assert NbankTarget("x1").settings.registry == archive.cfg.registry
-    set_config(nbank={"registry": "sqlite:///elsewhere.sqlite"})
-    assert NbankTarget("x1").settings.registry == "sqlite:///elsewhere.sqlite"
+    assert NbankTarget("x1").archive == str(archive.path)
+    # an explicit registry must be the archive's: any spelling of it is
+    same = archive.cfg.registry.replace("http://", "HTTP://").rstrip("/")
+    set_config(nbank={"registry": same})
+    assert NbankTarget("x1").settings.registry == archive.cfg.registry
+    # another one is the core's one-line error, when the target is made
+    set_config(nbank={"registry": other})
+    expected = registry_mismatch(archive.path, archive.cfg.registry, other)
+    with pytest.raises(SettingsError) as err:
+        NbankTarget("x1")
+    assert str(err.value) == expected and "\n" not in expected
+    assert isinstance(err.value, ConfigError)
+    set_config(nbank={"registry": ""})
+    with pytest.raises(SettingsError, match="set explicitly to"):
+        NbankTarget("x2", registry=other)
 
 
 def test_target_pickles_without_connections(nbank_env, uniq):
@@ -161,7 +186,8 @@ def test_target_pickles_without_connections(nbank_env, uniq):
     assert task.input().exists()  # the registry has been used: a session is open
     clone = pickle.loads(pickle.dumps(target))
     assert clone == target and clone.task.task_id == task.task_id
-    assert "Session" not in repr(pickle.dumps(target.lookup.registry))
+    assert "Session" not in repr(pickle.dumps(target))
+    assert "Session" not in repr(pickle.dumps(target.resolver))
     assert pickle.loads(pickle.dumps(task.input())).exists()
     assert pickle.loads(pickle.dumps(task)).output() == target
 
@@ -195,3 +221,67 @@ def test_read_only_archive_mode_does_not_block_cleanup(nbank_env, uniq):
     mode = stat.S_IMODE(target.locate().stat().st_mode)
     assert not mode & 0o222  # the archive's policy: read-only resources
     assert list(nbank_env.cfg.staging_dir.iterdir()) == []
+
+
+def test_writes_use_the_cores_staged_name_and_luigis_atomic_file(nbank_env, uniq):
+    from luigi.target import AtomicLocalFile
+
+    target = NbankTarget(f"sn{uniq}.csv")
+    assert target.suffix == ".csv"
+    with target.open("wb") as out:
+        assert isinstance(out, AtomicLocalFile)
+        (staged,) = nbank_env.cfg.staging_dir.iterdir()
+        assert staged.name.startswith(f"sn{uniq}~") and staged.name.endswith(".csv")
+        out.write(b"1,2\n")
+    assert target.locate().name == f"sn{uniq}.csv"
+    with target.temporary_path() as tmp:
+        assert os.path.basename(tmp).startswith(f"sn{uniq}~")
+        assert not os.path.lexists(tmp)  # luigi's contract: not made yet
+        with open(tmp, "wb") as f:
+            f.write(b"1,2\n")  # identical: a success
+    assert list(nbank_env.cfg.staging_dir.iterdir()) == []
+
+
+def test_temporary_path_takes_a_directory(archive, monkeypatch, uniq, tmp_path):
+    for key, value in archive.backend.env.items():
+        monkeypatch.setenv(key, value)
+    # the default policy refuses directories: nothing is left behind
+    set_config(nbank={"archive": archive.path, "dtype": archive.dtype})
+    with pytest.raises(PolicyError, match="forbids directories"):
+        with NbankTarget(f"nodir{uniq}").temporary_path() as tmp:
+            os.mkdir(tmp)
+    assert archived(archive) == []
+    # an archive that takes them
+    dirs = init_archive(
+        tmp_path / "dirs",
+        registry=archive.registry,
+        name=f"dirs-{uniq}",
+        allow_directories=True,
+    )
+    target = NbankTarget(f"dir{uniq}", archive=dirs.path)
+    with target.temporary_path() as tmp:
+        os.mkdir(tmp)
+        for name in ("a.txt", "b.txt"):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(f"{name} {uniq}")
+    assert target.exists()
+    assert sorted(p.name for p in target.locate().iterdir()) == ["a.txt", "b.txt"]
+    assert list(dirs.staging_dir.iterdir()) == []
+
+
+def test_lookup_does_not_import_target():
+    import ast
+    import inspect
+
+    import nbank_luigi.lookup
+
+    tree = ast.parse(inspect.getsource(nbank_luigi.lookup))
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {m for m in imported if m and m.startswith("nbank_luigi")} - {
+        "nbank_luigi.config"
+    }, imported

@@ -10,7 +10,7 @@ the ``[nbank]`` settings and :mod:`nbank_luigi.lookup` for how completeness is
 checked in bulk.
 """
 
-from nbank_luigi.config import nbank
+from nbank_luigi.config import SettingsError, nbank
 from nbank_luigi.lookup import clear_cache, prefetch
 from nbank_luigi.parameter import ResourceIdParameter
 from nbank_luigi.target import NbankTarget
@@ -23,6 +23,7 @@ __all__ = [
     "NbankTarget",
     "NbankTask",
     "ResourceIdParameter",
+    "SettingsError",
     "clear_cache",
     "nbank",
     "prefetch",

@@ -2,10 +2,14 @@
 
 Values come from the constructor of a target, then ``[nbank]`` in ``luigi.cfg``
 (or ``LUIGI_CONFIG_PATH``), overridable on the command line with
-``--nbank-registry``, ``--nbank-archive`` and so on. When no registry is named
-there, the archive's ``nbank.json`` names it, then ``NBANK_REGISTRY``, then the
-embedded default. Credentials never go here (luigi shows configuration values in
-its scheduler): use ``NBANK_AUTH`` or ``~/.netrc``.
+``--nbank-registry``, ``--nbank-archive`` and so on. Which registry is used
+follows the core's one rule (:func:`nbank_core.resolve_settings`): with an
+archive, the registry its ``nbank.json`` names, for reads and deposits alike
+(``NBANK_REGISTRY`` is then ignored); a ``registry`` set here that is not the
+archive's is an error before any task runs. Without an archive: ``registry``,
+else ``NBANK_REGISTRY``, else the embedded default. Credentials never go here
+(luigi shows configuration values in its scheduler): use ``NBANK_AUTH`` or
+``~/.netrc``.
 
 .. code-block:: ini
 
@@ -13,8 +17,8 @@ its scheduler): use ``NBANK_AUTH`` or ``~/.netrc``.
     archive = /data/lab-archive
     dtype = spike-times
 
->>> nbank().cache_ttl
-10.0
+>>> nbank().prefetch
+True
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import luigi
+from luigi.parameter import ParameterException
 
 from nbank_core import ArchiveConfig, ConfigError, Settings, read_config
+from nbank_core import resolve_settings as core_settings
 
-__all__ = ["archive_config", "nbank", "resolve_settings", "setting"]
+__all__ = ["SettingsError", "archive_config", "nbank", "resolve_settings", "setting"]
 
 
 class nbank(luigi.Config):  # noqa: N801 - luigi names the section after the class
@@ -36,8 +42,9 @@ class nbank(luigi.Config):  # noqa: N801 - luigi names the section after the cla
 
     registry = luigi.OptionalParameter(
         default=None,
-        description="registry URL (default: the archive's, else NBANK_REGISTRY, "
-        "else the embedded registry)",
+        description="registry URL for reads without an archive (default: "
+        "NBANK_REGISTRY, else the embedded registry); with an archive it must be "
+        "the archive's, or be left unset",
     )
     archive = luigi.OptionalParameter(
         default=None, description="archive that task outputs are deposited into"
@@ -51,9 +58,12 @@ class nbank(luigi.Config):  # noqa: N801 - luigi names the section after the cla
         description="look up the outputs of every known task in one bulk request "
         "when one of them is checked",
     )
-    cache_ttl = luigi.FloatParameter(
-        default=10.0, description="seconds a found resource is trusted without asking"
-    )
+
+
+class SettingsError(ConfigError, ParameterException):
+    """The ``[nbank]`` settings (or a target's) cannot be used: a neurobank
+    ConfigError that luigi also knows as a bad parameter. Its text is the core's,
+    one line, the same as every other front end prints."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -62,32 +72,36 @@ def _read_config(path: str, mtime_ns: int) -> ArchiveConfig:
 
 
 def archive_config(path: str | os.PathLike[str]) -> ArchiveConfig:
-    """Reads the archive at ``path`` (cached while its ``nbank.json`` is unchanged)."""
-    fname = Path(path).expanduser() / "nbank.json"
+    """Reads the archive at ``path`` (cached while its ``nbank.json`` is unchanged:
+    targets are made by the thousand)."""
+    root = Path(path).expanduser()
     try:
-        mtime = fname.stat().st_mtime_ns
+        mtime = (root / "nbank.json").stat().st_mtime_ns
     except OSError:
         mtime = -1  # read_config says what is wrong
-    return _read_config(str(Path(path).expanduser()), mtime)
+    return _read_config(str(root), mtime)
 
 
 def setting(name: str) -> Any:
     """One ``[nbank]`` value, command line first (cheaper than ``nbank()``, which
-    resolves every parameter; targets are made by the thousand)."""
+    resolves every parameter)."""
     return getattr(nbank, name).task_value("nbank", name)
 
 
 def resolve_settings(
-    registry: str | None = None, archive: str | None = None
-) -> tuple[Settings, str | None]:
-    """Returns the registry settings and archive path a target uses: explicit
-    values, then ``[nbank]``, then the registry named in the archive's
-    ``nbank.json`` (where its deposits must be registered), then ``NBANK_*``."""
-    archive = archive or setting("archive") or None
-    url = registry or setting("registry") or None
-    if not url and archive:
-        url = archive_config(archive).registry
+    registry: str | None = None,
+    archive: str | os.PathLike[str] | None = None,
+    *,
+    use_archive: bool = True,
+) -> Settings:
+    """The settings of a target: ``registry`` and ``archive`` as given, else the
+    ``[nbank]`` values, passed to :func:`nbank_core.resolve_settings`. Without
+    ``use_archive`` no archive is used (a target naming another registry by a
+    full URL only reads). Raises :class:`SettingsError` with the core's text."""
+    registry = registry or setting("registry") or None
+    where = (archive or setting("archive") or None) if use_archive else None
     try:
-        return Settings.from_env(registry=url), archive
+        cfg = archive_config(where) if where is not None else None
+        return core_settings(registry, archive=cfg)
     except ConfigError as err:
-        raise ConfigError(f"[nbank] settings cannot be used: {err}") from None
+        raise SettingsError(str(err)) from None

@@ -1,10 +1,12 @@
 """``ResourceIdParameter``: a task parameter holding a resource id, normalised so
 that every way of writing one id gives the same task id.
 
-``st32_1``, ``nbank:st32_1``, ``nbank://st32_1`` and the full URL
+Any form of the core's query syntax (:func:`nbank_core.parse_query`):
+``st32_1``, ``nbank:st32_1``, ``nbank://st32_1``, ``st32_1.wav`` and the full URL
 ``<registry>/resources/st32_1/`` of the configured registry all become
-``st32_1``; a full URL of another registry is kept whole (canonical form), so
-the target made from it asks that registry.
+``st32_1`` (an extension names a file, not the resource); a full URL of
+another registry is kept whole (canonical form), so the target made from it asks
+that registry.
 
 >>> ResourceIdParameter().normalize("nbank://st32_1")
 'st32_1'
@@ -16,7 +18,7 @@ from typing import Any
 
 import luigi
 
-from nbank_core import full_url, parse_identifier
+from nbank_core import canonical_url, full_url, parse_query, same_registry
 from nbank_luigi.config import resolve_settings
 
 __all__ = ["ResourceIdParameter"]
@@ -34,10 +36,9 @@ class ResourceIdParameter(luigi.Parameter):
     def normalize(self, x: Any) -> Any:
         if x is None:
             return None
-        base, ident = parse_identifier(str(x))  # InvalidIdentifier is a ValueError
-        if base is None:
-            return ident
-        configured = resolve_settings()[0].registry
-        if base.rstrip("/") == configured.rstrip("/"):
-            return ident
-        return full_url(base, ident)
+        query = parse_query(str(x))  # InvalidIdentifier is a ValueError
+        if query.registry is None:
+            return query.id
+        if same_registry(query.registry, resolve_settings().registry):
+            return query.id
+        return full_url(canonical_url(query.registry), query.id)

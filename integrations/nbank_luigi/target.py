@@ -3,8 +3,9 @@
 ``exists()`` is true when the registry knows the id AND its file is in an
 archive mounted here; registry errors propagate (luigi reports them) rather than
 reading as "missing", which would rerun tasks. ``open("r")`` reads the archived
-file; ``open("w")`` and ``temporary_path()`` write inside the archive's staging
-directory and deposit on success, publishing nothing if the block raises.
+file; ``open("w")`` and ``temporary_path()`` write a staged output inside the
+archive (:class:`nbank_core.StagedOutput`) and deposit it on success, publishing
+nothing if the block raises.
 
 >>> t = NbankTarget("nbank://st32_1_spikes", registry="sqlite:///tmp/r.sqlite")
 >>> t.id, str(t)
@@ -25,15 +26,18 @@ from nbank_core import (
     ArchiveConfig,
     ConfigError,
     DepositResult,
-    Located,
     NotFound,
     PolicyError,
+    Resolver,
+    StagedOutput,
+    canonical_url,
     full_url,
-    parse_identifier,
+    parse_query,
+    same_registry,
 )
-from nbank_luigi.config import archive_config, nbank, resolve_settings
-from nbank_luigi.lookup import Lookup, lookup_for
-from nbank_luigi.writer import DepositingFile, DepositPlan, remove_temp
+from nbank_luigi import lookup
+from nbank_luigi.config import resolve_settings, setting
+from nbank_luigi.writer import Commit, open_output
 
 __all__ = ["NbankTarget"]
 
@@ -42,15 +46,19 @@ _WRITE_MODES = {"w", "wt", "wb"}
 
 
 class NbankTarget(luigi.Target):
-    """The resource ``id`` (a bare id, ``nbank:``/``nbank://`` form, or a full
-    URL, which names its own registry).
+    """The resource ``id``: ``ID``, ``nbank:ID``, ``nbank://ID`` or a full
+    identifier URL (which names its registry), each with an optional ``.ext``
+    (then the stored file's extension).
 
     ``dtype``, ``metadata`` and ``suffix`` (the stored file's extension, default
     the datatype's) apply to writes; a target returned by an
     :class:`~nbank_luigi.NbankTask`'s ``output()`` also takes the task's
     ``dtype`` and provenance metadata. ``archive`` and ``registry`` default to
-    the ``[nbank]`` settings. The target holds settings only, never a
-    connection, so it pickles to worker processes.
+    the ``[nbank]`` settings; with an archive, its registry is used, and a
+    ``registry`` that is not the archive's is an error here, before any task
+    runs. A full URL of another registry makes a target that reads from it. The
+    target holds settings only, never a connection, so it pickles to worker
+    processes.
 
     Example::
 
@@ -68,24 +76,38 @@ class NbankTarget(luigi.Target):
         archive: str | os.PathLike[str] | None = None,
         registry: str | None = None,
     ) -> None:
-        base, self.id = parse_identifier(str(id))
-        self.settings, archive_path = resolve_settings(
-            base or registry, str(archive) if archive is not None else None
-        )
-        self.archive = archive_path
-        self.dtype = dtype
-        self.metadata = dict(metadata or {})
+        query = parse_query(str(id))  # InvalidIdentifier is a ValueError
+        self.id = query.id
         if suffix and not (suffix.startswith(".") and suffix[1:].isalnum()):
             raise ConfigError(f"invalid suffix {suffix!r}: expected e.g. '.csv'")
-        self.suffix = suffix
+        if suffix and query.ext and suffix != query.ext:
+            raise ConfigError(
+                f"the output {id!r} ends in {query.ext!r}, but suffix={suffix!r} "
+                "was given: name one extension"
+            )
+        self.suffix = suffix or query.ext or None
+        self.settings = resolve_settings(registry, archive)
+        self._elsewhere = False
+        if query.registry and not same_registry(query.registry, self.settings.registry):
+            # named by its URL in another registry: read from there, never written
+            self.settings = resolve_settings(query.registry, use_archive=False)
+            self._elsewhere = True
+        self.dtype = dtype
+        self.metadata = dict(metadata or {})
         self.task: luigi.Task | None = None  # the task whose output this is
-        self.lookup.note(self.id)
+        self._key = (self.id, canonical_url(self.settings.registry))
+        lookup.note(self)
 
     # -- identity --------------------------------------------------------------
     @property
-    def lookup(self) -> Lookup:
-        """This process's memory of the target's registry."""
-        return lookup_for(self.settings)
+    def archive(self) -> str | None:
+        """The archive a write deposits into (its path), if any."""
+        return self.settings.archive
+
+    @property
+    def resolver(self) -> Resolver:
+        """The resolver this process shares for the target's registry."""
+        return lookup.resolver(self.settings)
 
     @property
     def url(self) -> str:
@@ -99,13 +121,10 @@ class NbankTarget(luigi.Target):
         return f"NbankTarget({self.id!r}, registry={self.settings.registry!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, NbankTarget) and (self.id, self.settings.registry) == (
-            other.id,
-            other.settings.registry,
-        )
+        return isinstance(other, NbankTarget) and self._key == other._key
 
     def __hash__(self) -> int:
-        return hash((self.id, self.settings.registry))
+        return hash(self._key)
 
     def bound_to(self, task: luigi.Task) -> NbankTarget:
         """A copy that takes ``dtype`` and metadata from ``task`` when written."""
@@ -119,18 +138,19 @@ class NbankTarget(luigi.Target):
     def exists(self) -> bool:
         """True if the resource is registered and its file is in an archive here.
         Registry errors propagate."""
-        return self.lookup.exists(self.id)
+        loc = lookup.locate(self)
+        return loc is not None and loc.path is not None
 
     def locate(self) -> Path:
         """The archived file; raises NotFound saying why there is none here."""
-        loc = self.lookup.get(self.id)
+        loc = lookup.locate(self)
         if loc is None:
             raise NotFound(f"'{self.id}' is not registered in {self.settings.registry}")
         return loc.require_path()
 
     def open(
         self, mode: str = "r", encoding: str | None = None, newline: str | None = None
-    ) -> IO[Any] | DepositingFile:
+    ) -> IO[Any]:
         """Opens the archived file (``r``/``rb``) or a new output (``w``/``wb``)
         that is deposited when closed, and discarded if the ``with`` block
         raises."""
@@ -139,65 +159,89 @@ class NbankTarget(luigi.Target):
                 return open(self.locate(), "rb")  # noqa: SIM115 - the caller closes
             return open(self.locate(), mode, encoding=encoding or "utf-8")
         if mode in _WRITE_MODES:
-            return DepositingFile(self.plan(), mode, encoding=encoding, newline=newline)
+            commit = self._committer()
+            staged = StagedOutput(self._archive(), self.id, self._suffix())
+            return open_output(staged, commit, mode, encoding=encoding, newline=newline)
         raise ValueError(f"unsupported mode {mode!r}: use 'r', 'rb', 'w' or 'wb'")
 
     # -- writing ---------------------------------------------------------------
     @contextlib.contextmanager
     def temporary_path(self) -> Iterator[str]:
         """Yields a path (not yet created) inside the archive's staging directory;
-        what the block writes there is deposited if it ends without error. The
-        temp path is removed in every case.
+        what the block writes there (a file or a directory) is deposited if it
+        ends without error. The path is removed in every case.
 
         Example::
 
             with self.output().temporary_path() as tmp:
                 subprocess.run(["sort", "-o", tmp, src], check=True)
         """
-        plan = self.plan()
-        tmp = plan.temp_path()
+        commit = self._committer()
+        staged = StagedOutput(self._archive(), self.id, self._suffix())
         try:
-            yield str(tmp)
-            if not os.path.lexists(tmp):
+            # luigi's contract: the path does not exist yet (a command may make
+            # a directory there); the core's staged name stays reserved by its token
+            os.unlink(staged.path)
+            yield str(staged.path)
+            if not os.path.lexists(staged.path):
                 raise NotFound(
-                    f"nothing was written at the temporary path '{tmp}' of output "
-                    f"'{self.id}'; the command should write its result there"
+                    f"nothing was written at the temporary path '{staged.path}' of "
+                    f"output '{self.id}'; the command should write its result there"
                 )
-            plan.commit(tmp)
+            commit(staged)
         finally:
-            remove_temp(tmp)
+            staged.discard()
 
-    def plan(self) -> DepositPlan:
-        """What a write deposits: archive, registry, dtype, metadata, suffix."""
-        cfg = self._archive()
-        dtype = self.dtype or getattr(self.task, "dtype", None) or nbank().dtype
+    def _committer(self) -> Commit:
+        """What a write deposits with: the datatype and metadata are settled (and
+        checked) before anything is written."""
+        registry = self.resolver.registry
+        dtype = self._dtype()
+        metadata: dict[str, Any] = {}
+        provenance = getattr(self.task, "output_metadata", None)
+        if provenance is not None:
+            metadata.update(provenance())
+        metadata.update(self.metadata)  # the user's keys win
+
+        def commit(staged: StagedOutput) -> DepositResult:
+            result = staged.commit(registry, dtype=dtype, metadata=metadata)
+            if result.path is not None:
+                self.resolver.remember_deposit(result, staged.archive)
+            return result
+
+        return commit
+
+    def _dtype(self) -> str:
+        dtype = self.dtype or getattr(self.task, "dtype", None) or setting("dtype")
         if not dtype:
             raise ConfigError(
                 f"no datatype for output '{self.id}': set dtype on the task, "
                 "NbankTarget(dtype=...), or dtype in the [nbank] section"
             )
-        registry = self.lookup.registry
-        suffix = self.suffix
-        if suffix is None:  # the datatype's extension (also checks it exists)
-            ext = (registry.get_datatype(dtype).get("extension") or "").lstrip(".")
-            suffix = f".{ext}" if ext else ""
-        metadata: dict[str, Any] = {}
-        provenance = getattr(self.task, "output_metadata", None)
-        if provenance is not None:
-            metadata.update(provenance())
-        metadata.update(self.metadata)
-        return DepositPlan(
-            cfg, registry, self.id, dtype, metadata, suffix, on_commit=self._remember
-        )
+        return dtype
+
+    def _suffix(self) -> str:
+        """The stored file's extension: the target's, else the datatype's (which
+        also checks that the datatype exists)."""
+        if self.suffix is not None:
+            return self.suffix
+        info = self.resolver.registry.get_datatype(self._dtype())
+        ext = (info.get("extension") or "").lstrip(".")
+        return f".{ext}" if ext else ""
 
     def _archive(self) -> ArchiveConfig:
+        if self._elsewhere:
+            raise ConfigError(
+                f"the output '{self.url}' names another registry than the archive's: "
+                "deposits go to the archive's registry; name outputs by their id"
+            )
         if not self.archive:
             raise ConfigError(
                 f"no archive to deposit the output '{self.id}' into: set archive "
                 "in the [nbank] section of luigi.cfg, pass --nbank-archive, or "
                 "NbankTarget(archive=...)"
             )
-        cfg = archive_config(self.archive)
+        cfg = self.settings.archive_config()
         if cfg.auto_identifiers:
             raise PolicyError(
                 f"the archive at '{cfg.path}' names resources automatically, but a "
@@ -205,8 +249,3 @@ class NbankTarget(luigi.Target):
                 "an archive without auto_identifiers"
             )
         return cfg
-
-    def _remember(self, result: DepositResult) -> None:
-        if result.id and result.path is not None:
-            located = Located(result.id, result.sha1, result.path.name, (), result.path)
-            self.lookup.remember(located)

@@ -38,8 +38,8 @@ from typing import Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from nbank_core import NotFound
-from nbank_luigi.lookup import refresh, watch_task
+from nbank_core import NotFound, input_ref, provenance
+from nbank_luigi.lookup import expect_again, refresh, watch_task
 from nbank_luigi.parameter import ResourceIdParameter
 from nbank_luigi.target import NbankTarget
 
@@ -92,23 +92,24 @@ class NbankTask(luigi.Task):
         watch_task(self)  # its outputs join the next bulk lookup
 
     def output_metadata(self) -> dict[str, Any]:
-        """The metadata stored with each output: ``luigi_task`` (the task
-        family), ``luigi_params`` (significant public parameters) and ``inputs``
-        (ids of the NbankTarget inputs; full URLs for another registry).
-        Override to add keys (call ``super()``)."""
-        inputs = []
-        for target in flatten(self.input()):
-            if isinstance(target, NbankTarget):
-                inputs.append(target.id if self._same_registry(target) else target.url)
-        return {
-            "luigi_task": self.task_family,
-            "luigi_params": self.to_str_params(only_significant=True, only_public=True),
-            "inputs": inputs,
-        }
-
-    def _same_registry(self, target: NbankTarget) -> bool:
+        """The metadata stored with each output: the core's provenance schema
+        (:func:`nbank_core.provenance`) with ``step`` the task family,
+        ``parameters`` its significant public parameters and ``inputs`` the ids
+        of its NbankTarget inputs (full URLs for another registry). Override to
+        add keys (call ``super()``)."""
         mine = [t for t in flatten(self.output()) if isinstance(t, NbankTarget)]
-        return not mine or mine[0].settings.registry == target.settings.registry
+        inputs = [t for t in flatten(self.input()) if isinstance(t, NbankTarget)]
+        here = mine[0].settings.registry if mine else None
+        return provenance(
+            "luigi",
+            step=self.task_family,
+            inputs=[
+                input_ref(t.id, t.settings.registry, here or t.settings.registry)
+                for t in inputs
+            ],
+            parameters=self.to_str_params(only_significant=True, only_public=True),
+            engine_version=luigi.__version__,
+        )
 
     def on_success(self) -> Any:
         """Fails the task if an NbankTarget output was not deposited."""
@@ -132,8 +133,9 @@ class NbankTask(luigi.Task):
         known = refresh(
             {o for outs in outputs for o in outs if isinstance(o, NbankTarget)}
         )
-        # answers are read here, not through exists(): a "missing" stays in
-        # memory for the scheduler's own check of that task, which follows
+        # the missing ones are checked again soon (by the range task, then the
+        # scheduler): they travel together in the next bulk lookup
+        expect_again(t for t, ok in known.items() if not ok)
         return [
             p
             for p, outs in zip(params, outputs, strict=True)

@@ -287,7 +287,8 @@ def verify(
     path: str | os.PathLike[str], *, registry: RegistryArg = None
 ) -> list[dict[str, Any]]:
     """Hashes the file (or directory) at ``path`` and returns the registered
-    resources with that content (at most one: the registry keeps sha1 unique).
+    resources with that content: the source with that sha1 (the registry keeps
+    it unique), else the derived outputs whose metadata records it.
 
     A file named like a registered id (``<id>`` or ``<id>.<ext>``) is checked
     against that id's record first: if the record has a hash that the content
@@ -304,7 +305,7 @@ def verify(
         named = None
     with open_registry_from(registry) as reg:
         own = reg.get_resources([named]).get(named) if named is not None else None
-        expected = ((own.get("sha1") or "").lower() or None) if own else None
+        expected = hashing.record_sha1(own)
         if expected is not None and expected != digest:
             record = reg.find_sha1(digest)
             other = f", the content of '{record['name']}'" if record else ""
@@ -314,5 +315,11 @@ def verify(
                 f"{digest}{other}; it is not '{named}': restore it from the "
                 f"archive ('nbank locate {named}') or rename it"
             )
-        record = own if expected is not None else reg.find_sha1(digest)
-    return [record] if record is not None else []
+        if expected is not None:
+            return [own]
+        record = reg.find_sha1(digest)
+        if record is not None:
+            return [record]
+        # derived outputs keep their hash in metadata, where it need not be unique
+        key = f"metadata__{hashing.CONTENT_KEY}"
+        return list(reg.search(**{key: digest}))

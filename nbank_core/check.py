@@ -231,7 +231,7 @@ class _Checker:
         if kind is not None:
             f.action = f"kept: {kind}, not a file; remove it by hand"
             return
-        sha1 = record.get("sha1")
+        sha1 = hashing.record_sha1(record)
         if sha1 and hashing.sha1_path(entry) != sha1:
             f.action = "kept: its content does not match the registered hash"
             return
@@ -270,7 +270,7 @@ class _Checker:
         todo: list[tuple[str, Path]] = []
         stamps: dict[str, list[int]] = {}
         for ident, paths in files.items():
-            sha1 = (records.get(ident) or {}).get("sha1")
+            sha1 = hashing.record_sha1(records.get(ident))
             if not sha1:
                 continue
             st = os.lstat(paths[0])
@@ -279,13 +279,14 @@ class _Checker:
                 todo.append((ident, paths[0]))
         digests = hashing.hash_many([p for _, p in todo])
         for ident, path in todo:
-            if digests[path] != records[ident]["sha1"]:
+            known = hashing.record_sha1(records[ident])
+            if digests[path] != known:
                 stamps.pop(str(path), None)
                 self._add(
                     "hash-mismatch",
                     path,
                     ident,
-                    f"sha1 {digests[path]}, registered {records[ident]['sha1']}",
+                    f"sha1 {digests[path]}, registered {known}",
                 )
         _write_cache(cache_path, stamps)
 

@@ -19,14 +19,17 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = [
     "BLOCK_SIZE",
+    "CONTENT_KEY",
+    "clone_file",
     "copy_and_hash",
     "default_jobs",
     "hash_many",
     "prefixed",
+    "record_sha1",
     "sha1_directory",
     "sha1_file",
     "sha1_path",
@@ -121,6 +124,43 @@ def copy_and_hash(
         open(dest_fd, "wb", closefd=False) as dst,
     ):
         return _hash_stream(src, copy_to=dst, progress=progress)
+
+
+#: the metadata key that holds a derived output's content hash (the registry's
+#: ``sha1`` field is unique and meant for sources; see nbank_core.transaction)
+CONTENT_KEY = "content_sha1"
+
+
+def record_sha1(record: Any) -> str | None:
+    """The content hash a registry record vouches for: its ``sha1`` field, else
+    (a derived output) the ``content_sha1`` key of its metadata.
+
+    >>> record_sha1({"sha1": None, "metadata": {"content_sha1": "ab"}})
+    'ab'
+    """
+    if not isinstance(record, dict):
+        return None
+    sha1 = record.get("sha1")
+    if sha1:
+        return str(sha1).lower()
+    meta = record.get("metadata")
+    value = meta.get(CONTENT_KEY) if isinstance(meta, dict) else None
+    return value.lower() if isinstance(value, str) and value else None
+
+
+def clone_file(source_fd: int, dest_fd: int) -> bool:
+    """Makes ``dest_fd`` share ``source_fd``'s blocks (a reflink, copy-on-write)
+    where the filesystem can; returns False where it cannot."""
+    try:
+        import fcntl
+
+        fcntl.ioctl(dest_fd, _FICLONE, source_fd)
+    except (OSError, ImportError):
+        return False
+    return True
+
+
+_FICLONE = 0x40049409  # Linux ioctl: clone a whole file
 
 
 def prefixed(hexdigest: str) -> str:

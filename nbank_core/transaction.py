@@ -145,6 +145,8 @@ class DepositOptions:
     dry_run: bool = False
     keep_source: bool = False
     exist_ok: bool = False
+    derived: bool = False
+    link_source: bool = False
 
 
 @dataclasses.dataclass
@@ -155,6 +157,7 @@ class _Work:
     suffix: str = ""
     staged: Path | None = None
     moved: bool = False  # the source itself was renamed into staging
+    linked: bool = False  # staged by a hard link; the caller removes the source
     saved_mode: tuple[int, int] | None = None
     adopted: bool = False  # its record exists already, with this content, nowhere
     stamp: tuple[int, int] | None = None  # (size, mtime_ns) when it was hashed
@@ -180,6 +183,8 @@ def deposit(
     jobs: int | None = None,
     on_result: Callable[[DepositResult], None] | None = None,
     stop: threading.Event | None = None,
+    derived: bool = False,
+    link_source: bool = False,
 ) -> list[DepositResult]:
     """Deposits ``files`` into ``archive`` and registers them; returns one result each.
 
@@ -194,6 +199,14 @@ def deposit(
     batch: its result says why; an authentication failure, a few registry
     failures in a row or ``stop`` being set skip the items not yet begun. Raises
     only for problems with the whole batch (archive, registry or dtype unusable).
+
+    ``derived`` is for outputs an engine made: the registry's ``sha1`` field is
+    unique and meant for sources (two empty spike lists could not both be
+    registered), so a derived output's hash is registered in its metadata under
+    ``content_sha1`` instead, where ``check``, ``verify`` and reruns read it.
+    ``link_source`` stages a source on the archive's filesystem by a hard link and
+    leaves it in place, for an engine's scratch copy that the engine removes
+    itself right after (so nothing is copied).
     """
     cfg = archive if isinstance(archive, ArchiveConfig) else read_config(archive)
     options = DepositOptions(
@@ -204,6 +217,8 @@ def deposit(
         dry_run=dry_run,
         keep_source=keep_source,
         exist_ok=exist_ok,
+        derived=derived,
+        link_source=link_source,
     )
     own = registry is None
     reg = registry if registry is not None else open_registry(cfg.registry, auth=auth)
@@ -226,7 +241,9 @@ class _Batch:
     ) -> None:
         self.cfg, self.reg, self.opt = cfg, reg, options
         self.auto_id = options.auto_id or cfg.auto_identifiers
-        self.hash = options.hash or cfg.require_hash or options.exist_ok
+        self.hash = (
+            options.hash or cfg.require_hash or options.exist_ok or options.derived
+        )
         self.on_result = on_result
         self.stop = stop
         self.stop_reason: str | None = None
@@ -459,12 +476,13 @@ class _Batch:
         """The id is taken: the same content archived here is ``exists`` (waiting
         a moment for a concurrent deposit to publish it); else an error."""
         res = w.result
-        same = res.sha1 is not None and record.get("sha1") == res.sha1
+        known = hashing.record_sha1(record)
+        same = res.sha1 is not None and known == res.sha1
         if not same:
-            if record.get("sha1") and res.sha1:
+            if known and res.sha1:
                 raise AlreadyExists(
                     f"'{res.id}' is already registered with different content (sha1 "
-                    f"{record.get('sha1')}, this file {res.sha1}); resources are "
+                    f"{known}, this file {res.sha1}); resources are "
                     "immutable: deposit the new content under a new id"
                 )
             raise AlreadyExists(
@@ -491,21 +509,26 @@ class _Batch:
         if not staging.is_dir():
             staging.mkdir(mode=self.cfg.shard_mode() & 0o777, exist_ok=True)
         w.staged = staging / staged_name(w.result.id, w.suffix)
-        w.moved = not self.opt.keep_source and same_filesystem(src, staging)
+        same_fs = same_filesystem(src, staging)
+        w.linked = self.opt.link_source and same_fs and not w.is_dir
+        w.moved = not (self.opt.keep_source or w.linked) and same_fs
         how = "moved" if w.moved else "copied"
         journal.add(w.staged, w.result.id, src, how)
 
     def _stage(self, w: _Work) -> None:
         assert w.staged is not None
         src = Path(w.item.source)
-        if w.moved:
+        if w.moved or w.linked:
             try:
-                os.rename(src, w.staged)
+                if w.moved:
+                    os.rename(src, w.staged)
+                else:
+                    os.link(src, w.staged, follow_symlinks=False)
                 return
             except OSError as err:
                 if err.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES):
                     raise
-                w.moved = False
+                w.moved = w.linked = False
         self._copy(w, src)
 
     def _copy(self, w: _Work, src: Path) -> None:
@@ -518,12 +541,14 @@ class _Batch:
         else:
             fd = os.open(w.staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                read = hashing.copy_and_hash(src, fd)
+                with open(src, "rb") as sfd:
+                    cloned = hashing.clone_file(sfd.fileno(), fd)
+                read = None if cloned else hashing.copy_and_hash(src, fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             copied = hashing.sha1_file(w.staged)  # what reached the disk
-            if copied != read:
+            if read is not None and copied != read:
                 raise IntegrityError(f"the copy of '{src}' in staging is corrupt")
         after = os.stat(src)
         changed = (before.st_size, before.st_mtime_ns) != (
@@ -544,12 +569,15 @@ class _Batch:
         concurrent one of the same content, so it is not withdrawn on failure."""
         res = w.result
         meta = {**self.opt.metadata, **(w.item.metadata or {})}
+        sha1 = res.sha1
+        if self.opt.derived and sha1 is not None:  # see deposit(): not the field
+            meta[hashing.CONTENT_KEY], sha1 = sha1, None
         if w.adopted:  # a registration cut short before: give its record a place
             self.reg.add_location(res.id, self.archive_name)
             return None
         try:
             record = self.reg.add_resource(
-                res.id, self.opt.dtype, self.archive_name, sha1=res.sha1, metadata=meta
+                res.id, self.opt.dtype, self.archive_name, sha1=sha1, metadata=meta
             )
         except (AlreadyExists, RegistryUnavailable) as err:
             # the name was taken by another process at the same moment, or a write
@@ -584,7 +612,15 @@ class _Batch:
                 "registration was withdrawn and the source left in place"
             ) from err
         st = os.lstat(w.staged)
-        if w.moved and not w.is_dir and (st.st_size, st.st_mtime_ns) != w.stamp:
+        if (
+            (w.moved or w.linked)
+            and not w.is_dir
+            and (
+                st.st_size,
+                st.st_mtime_ns,
+            )
+            != w.stamp
+        ):
             raise IntegrityError(
                 f"'{w.item.source}' changed while it was being deposited; its "
                 "registration was withdrawn. Deposit it again once it is complete"
@@ -680,7 +716,8 @@ class _Batch:
                 else:
                     os.unlink(w.staged)
             src = Path(w.item.source)
-            if not self.opt.keep_source and not w.moved and os.path.lexists(src):
+            keep = self.opt.keep_source or self.opt.link_source
+            if not keep and not w.moved and os.path.lexists(src):
                 try:
                     _rmtree_writable(src) if w.is_dir else os.unlink(src)
                     sources.add(src.parent)
@@ -740,8 +777,9 @@ def _is_ours(
     """True if ``record`` is the one this deposit asked for (a write the server
     committed although its answer was lost): same content, or, with no hash, the
     same datatype, metadata and archive."""
-    if sha1 is not None or record.get("sha1") is not None:
-        return False if sha1 is None else record.get("sha1") == sha1
+    known = hashing.record_sha1(record)
+    if sha1 is not None or known is not None:
+        return sha1 is not None and known == sha1
     if record.get("dtype") != dtype or archive not in (record.get("locations") or ()):
         return False
     stored = dict(record.get("metadata") or {})
@@ -774,7 +812,7 @@ def _dangling(record: Mapping[str, Any], sha1: str | None) -> bool:
     which depositing the file again completes instead of failing on the name."""
     return (
         sha1 is not None
-        and record.get("sha1") == sha1
+        and hashing.record_sha1(record) == sha1
         and "locations" in record
         and not record["locations"]
     )

@@ -40,6 +40,7 @@ from nbank_luigi.config import setting
 __all__ = [
     "NbankResourceLike",
     "clear_cache",
+    "expect_again",
     "locate",
     "note",
     "prefetch",

@@ -34,7 +34,7 @@ from luigi.target import AtomicLocalFile
 
 from nbank_core import DepositResult, StagedOutput
 
-__all__ = ["DepositingFile", "open_output"]
+__all__ = ["Commit", "DepositingFile", "open_output"]
 
 Commit = Callable[[StagedOutput], DepositResult]
 

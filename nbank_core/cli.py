@@ -254,6 +254,7 @@ def cmd_deposit(args: argparse.Namespace) -> int:
     import threading
 
     from nbank_core.config import resolve_settings
+    from nbank_core.errors import AuthError
     from nbank_core.transaction import deposit
 
     files = list(args.files)
@@ -267,6 +268,7 @@ def cmd_deposit(args: argparse.Namespace) -> int:
     progress = _Progress(len(files)) if sys.stderr.isatty() and len(files) > 1 else None
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     skipped_reason: list[str] = []
+    refused: list[str] = []  # the registry refused the login: said once, at the end
 
     def report(r: Any) -> None:
         if progress is not None:
@@ -274,6 +276,9 @@ def cmd_deposit(args: argparse.Namespace) -> int:
         if r.status == "skipped":
             counts["skipped"] += 1
             skipped_reason[:] = [r.error or "stopped"]
+        elif isinstance(r.exception, AuthError):
+            counts["failed"] += 1
+            refused[:] = [r.error]
         elif not r.ok:
             counts["failed"] += 1
             _err(r.error if str(r.source) in r.error else f"{r.source}: {r.error}")
@@ -310,9 +315,12 @@ def cmd_deposit(args: argparse.Namespace) -> int:
             "again to deposit the rest"
         )
         return 128 + signalled[1]
+    failed = counts["failed"] + counts["skipped"]
+    if refused:  # one line: the refusal and what it cost, not one per file
+        _err(f"{failed} of {len(files)} file(s) not deposited: {refused[0]}")
+        return 1
     if counts["skipped"]:
         _err(f"{counts['skipped']} file(s) {skipped_reason[0]}")
-    failed = counts["failed"] + counts["skipped"]
     if failed and len(files) > 1:
         _err(f"{failed} of {len(files)} files were not deposited")
     return 1 if failed else 0

@@ -53,6 +53,7 @@ __all__ = [
     "add_datatype",
     "deposit",
     "describe",
+    "dtype_for_suffix",
     "init_archive",
     "list_archives",
     "list_datatypes",
@@ -236,6 +237,40 @@ def add_datatype(
     """Registers a datatype (``name``, MIME ``content_type``, default extension)."""
     with open_registry_from(registry, auth) as reg:
         return reg.add_datatype(name, content_type, extension)
+
+
+def dtype_for_suffix(suffix: str, *, registry: RegistryArg = None) -> str:
+    """The one registered datatype whose ``extension`` is ``suffix`` (``.csv`` or
+    ``csv``); ConfigError naming the candidates when there is none or several.
+
+    >>> import tempfile, pathlib
+    >>> url = "sqlite://" + str(pathlib.Path(tempfile.mkdtemp()) / "r.sqlite")
+    >>> _ = init_archive(pathlib.Path(url[9:]).parent / "a", registry=url)
+    >>> _ = add_datatype("spike-times", "text/csv", "csv", registry=url)
+    >>> dtype_for_suffix(".csv", registry=url)
+    'spike-times'
+    """
+    ext = suffix.lstrip(".").lower()
+    with open_registry_from(registry) as reg:
+        found = [
+            d["name"]
+            for d in reg.list_datatypes()
+            if ext and (d.get("extension") or "").lstrip(".").lower() == ext
+        ]
+        url = reg.url
+    if len(found) == 1:
+        return found[0]
+    what = f"'.{ext}'" if ext else "no extension"
+    if not found:
+        raise ConfigError(
+            f"no datatype registered in {url} has the extension {what}: name the "
+            "datatype of the outputs (dtype=...), or register one with 'nbank dtype "
+            "add NAME CONTENT_TYPE -e EXT'"
+        )
+    raise ConfigError(
+        f"several datatypes registered in {url} have the extension {what} "
+        f"({', '.join(sorted(found))}): name the datatype of the outputs (dtype=...)"
+    )
 
 
 def list_archives(registry: RegistryArg = None, **filters: str) -> list[dict[str, Any]]:

@@ -147,6 +147,7 @@ class DepositOptions:
     exist_ok: bool = False
     derived: bool = False
     link_source: bool = False
+    atomic: bool = False
 
 
 @dataclasses.dataclass
@@ -185,6 +186,7 @@ def deposit(
     stop: threading.Event | None = None,
     derived: bool = False,
     link_source: bool = False,
+    atomic: bool = False,
 ) -> list[DepositResult]:
     """Deposits ``files`` into ``archive`` and registers them; returns one result each.
 
@@ -207,7 +209,14 @@ def deposit(
     ``link_source`` stages a source on the archive's filesystem by a hard link and
     leaves it in place, for an engine's scratch copy that the engine removes
     itself right after (so nothing is copied).
+
+    ``atomic`` deposits all or nothing (a job's outputs): if any item fails, the
+    items this call deposited are withdrawn again (record, then file) and
+    reported failed; it needs ``keep_source`` or ``link_source``, so every source
+    is still in place then.
     """
+    if atomic and not (keep_source or link_source):
+        raise ValueError("atomic deposits keep their sources: pass keep_source")
     cfg = archive if isinstance(archive, ArchiveConfig) else read_config(archive)
     options = DepositOptions(
         dtype=dtype,
@@ -219,6 +228,7 @@ def deposit(
         exist_ok=exist_ok,
         derived=derived,
         link_source=link_source,
+        atomic=atomic,
     )
     own = registry is None
     reg = registry if registry is not None else open_registry(cfg.registry, auth=auth)
@@ -275,6 +285,11 @@ class _Batch:
             valid = [n for n in named if n and _valid(n)]
             self.taken = self.reg.get_resources(valid) if valid else {}
         jobs = jobs or (8 if self.reg.url.startswith("http") else 4)
+        if self.opt.atomic:
+            return self._all_or_nothing(works, jobs)
+        return self.run_chunks(works, jobs)
+
+    def run_chunks(self, works: list[_Work], jobs: int) -> list[DepositResult]:
         results: list[DepositResult] = []
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for start in range(0, len(works), _CHUNK):
@@ -299,6 +314,42 @@ class _Batch:
                     if self.on_result is not None:
                         self.on_result(w.result)
         return results
+
+    def _all_or_nothing(self, works: list[_Work], jobs: int) -> list[DepositResult]:
+        """One chunk; if anything failed, withdraws what this call deposited."""
+        on_result, self.on_result = self.on_result, None
+        self.run_chunks(works, jobs)
+        failed = [w for w in works if not w.result.ok]
+        if failed:
+            why = failed[0].result.error
+            for w in works:
+                if w.result.status == "deposited":
+                    self._roll_back(w, why)
+        if on_result is not None:
+            for w in works:
+                on_result(w.result)
+        return [w.result for w in works]
+
+    def _roll_back(self, w: _Work, why: str | None) -> None:
+        res = w.result
+        assert res.id is not None and res.path is not None
+        try:
+            self.reg.delete_resource(res.id)
+            if res.path.is_dir() and not res.path.is_symlink():
+                _rmtree_writable(res.path)
+            else:
+                os.unlink(res.path)
+            fsync_dir(res.path.parent)
+        except (NbankError, OSError) as err:
+            res.error = (
+                f"archived, but could not be withdrawn after another item failed "
+                f"({_describe(err)}); run 'nbank check --fix {self.cfg.path}'"
+            )
+            return
+        res.status, res.path = "failed", None
+        res.error = (
+            f"withdrawn: deposited all or nothing, and another item failed ({why})"
+        )
 
     def _prepare_safe(self, w: _Work, journal: Journal) -> None:
         try:

@@ -115,3 +115,33 @@ def test_the_command_still_refuses_duplicate_sources(archive, tmp_path, uniq):
     )
     assert proc.returncode == 1, proc.stderr
     assert "sha1" in proc.stderr and b.exists() and not a.exists()
+
+
+def test_a_jobs_outputs_are_deposited_all_or_nothing(archive, tmp_path, uniq):
+    taken = _write(tmp_path / "t" / f"taken-{uniq}.csv", b"first\n")
+    (r,) = deposit(
+        archive.path,
+        [taken],
+        dtype=archive.dtype,
+        registry=archive.registry,
+        derived=True,
+        keep_source=True,
+    )
+    good = _write(tmp_path / "j" / f"good-{uniq}.csv", b"good\n")
+    clash = _write(tmp_path / "j" / f"taken-{uniq}.csv", b"other\n")
+    results = deposit(
+        archive.path,
+        [good, clash],
+        dtype=archive.dtype,
+        registry=archive.registry,
+        derived=True,
+        keep_source=True,
+        atomic=True,
+    )
+    assert [x.status for x in results] == ["failed", "failed"]
+    assert "withdrawn" in results[0].error and "different content" in results[1].error
+    assert archive.registry.get_resources([f"good-{uniq}"]) == {}
+    assert archive.cfg.find_file(f"good-{uniq}") is None
+    assert good.read_bytes() == b"good\n" and clash.read_bytes() == b"other\n"
+    assert r.path.read_bytes() == b"first\n"
+    assert list(archive.cfg.staging_dir.iterdir()) == []

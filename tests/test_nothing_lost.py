@@ -60,6 +60,7 @@ def lines(text: str) -> list[str]:
 
 
 # -- item 8: sources inside an archive ---------------------------------------------
+@pytest.mark.slow
 def test_the_archive_own_files_are_never_deposited(
     archive: Archive, tmp_path: Path, uniq: str
 ) -> None:
@@ -129,6 +130,7 @@ def test_an_id_too_long_for_a_file_name_is_refused_before_staging(
 
 
 # -- item 15: init over an archive; a moved archive registered again ---------------
+@pytest.mark.slow
 def test_init_over_an_archive_and_a_moved_archive(
     archive: Archive, tmp_path: Path, uniq: str
 ) -> None:
@@ -168,6 +170,7 @@ def test_init_over_an_archive_and_a_moved_archive(
 
 
 # -- item 7: archive roots differing only in case ----------------------------------
+@pytest.mark.slow
 def test_archive_roots_that_differ_in_case_are_different_archives(
     backend: Backend, registry: Registry, tmp_path: Path, uniq: str
 ) -> None:
@@ -246,6 +249,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_directory_killed_before_registration_is_put_back(
     backend: Backend, registry: Registry, tmp_path: Path, uniq: str
 ) -> None:
@@ -393,3 +397,81 @@ def test_a_wrong_password_costs_one_login_and_one_line(
     assert f"wrong{uniq}" not in run.stderr
     assert all(s.read_bytes() == b for s, b in sources)
     assert staging_entries(cfg.path) == [] and resources(cfg.path) == []
+
+
+# -- item 5: an interrupted deposit, run again ----------------------------------------
+SIGINT_AFTER_REGISTRATIONS = """
+import os, signal, sys, threading
+from nbank_core.cli import main
+from nbank_core.registry.http import HttpRegistry
+from nbank_core.registry.sqlite import SqliteRegistry
+
+AFTER = int(sys.argv.pop(1))
+calls, lock = [], threading.Lock()
+
+def patch(cls):
+    real = cls.add_resource
+    def add_resource(self, *args, **kwargs):
+        record = real(self, *args, **kwargs)
+        with lock:
+            calls.append(1)
+            if len(calls) == AFTER:  # Ctrl-C while the batch runs
+                os.kill(os.getpid(), signal.SIGINT)
+        return record
+    cls.add_resource = add_resource
+
+patch(SqliteRegistry)
+patch(HttpRegistry)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_deposit_run_again_completes_the_rest(
+    archive: Archive, tmp_path: Path, uniq: str
+) -> None:
+    """SIGINT after 5 registrations of 30 files: exit 130, the archived ones
+    printed (JSON lines) and one summary line; the same command again exits 0,
+    reports those as ``exists`` and deposits the rest, each file once."""
+    env = env_of(archive.backend, tmp_path)
+    sources = {}
+    for i in range(30):
+        src = tmp_path / "src" / f"re{i:02d}{uniq}.txt"
+        src.parent.mkdir(exist_ok=True)
+        src.write_text(f"run again {i} {uniq}")
+        sources[src] = sha1_file(src)
+    args = ["deposit", "-j", "-d", archive.dtype, str(archive.path)]
+    args += [str(s) for s in sources]
+    first = subprocess.run(
+        [sys.executable, "-c", SIGINT_AFTER_REGISTRATIONS, "5", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 130, first.stderr
+    results = parse_json_lines(first.stdout)
+    assert [r["source"] for r in results] == [str(s) for s in sources]
+    done = {r["source"] for r in results if r["status"] == "deposited"}
+    assert {r["status"] for r in results} == {"deposited", "skipped"}
+    assert 5 <= len(done) < 30
+    assert lines(first.stderr) == [
+        f"nbank: interrupted by SIGINT: {len(done)} of 30 files archived, "
+        f"{30 - len(done)} not attempted; run the same command again to deposit "
+        "the rest"
+    ]
+    assert staging_entries(archive.path) == []
+    assert len(resources(archive.path)) == len(done)
+
+    again = nbank(args, env)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    status = {r["source"]: r["status"] for r in parse_json_lines(again.stdout)}
+    assert status == {
+        str(s): "exists" if str(s) in done else "deposited" for s in sources
+    }
+    archived = resources(archive.path)
+    assert len(archived) == 30 and not any(s.exists() for s in sources)
+    assert {sha1_file(p) for p in archived} == set(sources.values())
+    records = list(archive.registry.search(archive=name_of(archive)))
+    assert sorted(r["name"] for r in records) == sorted(s.stem for s in sources)
+    assert staging_entries(archive.path) == []

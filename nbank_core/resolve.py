@@ -112,15 +112,22 @@ class Resolver:
     def expect(self, names: Iterable[str]) -> None:
         """Notes ids that will be asked about soon: the next lookup fetches them
         in the same bulk request."""
+        now = self.clock()
         with self._lock:
-            self._expected.update(n for n in names if n not in self._cache)
+            self._expected.update(
+                n
+                for n in names
+                if n not in self._cache or now - self._cache[n][0] >= self.ttl
+            )
 
     def locate_many(
-        self, names: Iterable[str], *, fresh: bool = False
+        self, names: Iterable[str], *, fresh: bool = False, keep_misses: bool = False
     ) -> dict[str, Located]:
         """Returns ``{id: Located}`` for the registered ids among ``names`` (any
         written form). Unregistered ids are absent; registry errors propagate.
-        ``fresh`` asks the registry whatever is cached."""
+        ``fresh`` asks the registry whatever is cached; ``keep_misses`` fetches
+        ahead: each id found missing answers its next question once from this
+        call (as ids fetched with :meth:`expect` do)."""
         wanted = list(dict.fromkeys(ids.parse_identifier(n)[1] for n in names))
         now = self.clock()
         found: dict[str, Located] = {}
@@ -145,7 +152,8 @@ class Resolver:
                 raise
             found.update((n, fetched[n]) for n in missing if n in fetched)
             with self._lock:
-                for n in extra - fetched.keys():
+                ahead = set(extra) | (set(missing) if keep_misses else set())
+                for n in ahead - fetched.keys():
                     self._misses[n] = self.clock()
         elif extra:
             with self._lock:

@@ -35,6 +35,7 @@ from nbank_core import ids
 from nbank_core.archive import ArchiveConfig
 from nbank_core.errors import NbankError
 from nbank_core.fsutil import fsync_path
+from nbank_core.journal import Journal
 from nbank_core.registry import Registry
 from nbank_core.transaction import DepositItem, DepositResult, deposit, staged_name
 
@@ -49,7 +50,9 @@ class StagedOutput:
 
     ``suffix`` (``""`` or ``.ext``) is kept as the archived file's extension.
     With ``directory``, the staged entry is an empty directory to fill. The entry
-    exists from construction until :meth:`commit` or :meth:`discard`.
+    exists from construction until :meth:`commit` or :meth:`discard` (with
+    ``create=False`` only the unused name is chosen, for a tool that makes the
+    file or directory itself).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class StagedOutput:
         suffix: str = "",
         *,
         directory: bool = False,
+        create: bool = True,
     ) -> None:
         self.archive = archive
         self.id = ids.validate_id(ident)
@@ -68,7 +72,14 @@ class StagedOutput:
         if not staging.is_dir():
             staging.mkdir(mode=archive.shard_mode() & 0o777, exist_ok=True)
         self.path = staging / staged_name(self.id, suffix)
-        if directory:
+        # a journal entry says an engine on this host writes it: 'nbank check
+        # --fix' leaves it alone while this process runs
+        self._journal = Journal(staging)
+        self._journal.add(self.path, self.id, self.path, "output")
+        self._journal.write()
+        if not create:
+            pass  # the caller makes the entry (a tool that wants a new path)
+        elif directory:
             self.path.mkdir(mode=0o777)
         else:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -136,6 +147,7 @@ class StagedOutput:
                 shutil.rmtree(self.path)
             else:
                 os.unlink(self.path)
+        self._journal.remove()
 
     def __repr__(self) -> str:
         return f"<StagedOutput '{self.id}' at '{self.path}'>"

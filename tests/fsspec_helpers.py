@@ -57,7 +57,9 @@ class Nb:
         return sorted(self.archive.cfg.shard_dir(name).glob(f"{name}*"))
 
     def staging(self) -> list[Path]:
-        return sorted(self.archive.cfg.staging_dir.iterdir())
+        return sorted(
+            p for p in self.archive.cfg.staging_dir.iterdir() if p.name != ".journal"
+        )
 
     def nothing_of(self, name: str) -> bool:
         """No record, no archived file and nothing in staging."""

@@ -104,3 +104,33 @@ def test_fast_mode_hashes_only_what_changed(archive, tmp_path, uniq):
     assert check_archive(archive.path, registry=archive.registry, fast=True) == []
     full = check_archive(archive.path, registry=archive.registry)
     assert _kinds(full) == [("hash-mismatch", r.id)]
+
+
+def test_an_output_being_written_is_left_alone_and_a_dead_ones_removed(archive, uniq):
+    import json
+    import subprocess
+    import sys
+
+    from nbank_core import StagedOutput
+
+    live = StagedOutput(archive.cfg, f"live{uniq}", ".csv")
+    with live.open("w") as f:
+        f.write("half written")
+    # a writer that has exited left its output and journal behind
+    code = (
+        "import sys; from nbank_core import read_config, StagedOutput\n"
+        f"o = StagedOutput(read_config({str(archive.path)!r}), 'dead{uniq}', '.csv')\n"
+        "o.open('w').write('partial'); print(o.path)\n"
+    )
+    dead = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    findings = check_archive(archive.path, registry=archive.registry, fix=True)
+    assert [f.id for f in findings] == [f"dead{uniq}"]
+    assert findings[0].fixed and not os.path.exists(dead)
+    assert live.path.read_text() == "half written"  # its writer still runs
+    journals = list((archive.cfg.staging_dir / ".journal").iterdir())
+    assert [json.loads(j.read_text()) for j in journals][0][live.path.name]["pid"]
+    live.discard()
+    assert check_archive(archive.path, registry=archive.registry, fix=True) == []
+    assert list(archive.cfg.staging_dir.iterdir()) == []

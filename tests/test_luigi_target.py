@@ -90,7 +90,7 @@ def test_exception_mid_write_publishes_nothing(nbank_env, uniq):
     with pytest.raises(RuntimeError, match="crash"), target.open("w") as out:
         out.write("partial")
         out.flush()
-        assert len(list(nbank_env.cfg.staging_dir.iterdir())) == 1
+        assert len(staged_entries(nbank_env.cfg)) == 1
         raise RuntimeError("crash")
     assert archived(nbank_env) == []
     assert nbank_env.registry.get_resources([f"half{uniq}"]) == {}
@@ -230,7 +230,7 @@ def test_writes_use_the_cores_staged_name_and_luigis_atomic_file(nbank_env, uniq
     assert target.suffix == ".csv"
     with target.open("wb") as out:
         assert isinstance(out, AtomicLocalFile)
-        (staged,) = nbank_env.cfg.staging_dir.iterdir()
+        (staged,) = staged_entries(nbank_env.cfg)
         assert staged.name.startswith(f"sn{uniq}~") and staged.name.endswith(".csv")
         out.write(b"1,2\n")
     assert target.locate().name == f"sn{uniq}.csv"
@@ -285,3 +285,8 @@ def test_lookup_does_not_import_target():
     assert not {m for m in imported if m and m.startswith("nbank_luigi")} - {
         "nbank_luigi.config"
     }, imported
+
+
+def staged_entries(cfg):
+    """The staged outputs in the archive's staging area (not its journal)."""
+    return [p for p in cfg.staging_dir.iterdir() if p.name != ".journal"]

@@ -177,11 +177,10 @@ class NbankTarget(luigi.Target):
                 subprocess.run(["sort", "-o", tmp, src], check=True)
         """
         commit = self._committer()
-        staged = StagedOutput(self._archive(), self.id, self._suffix())
+        # luigi's contract: the path does not exist yet (a command may make a
+        # directory there); the core's staged name is unique by its token
+        staged = StagedOutput(self._archive(), self.id, self._suffix(), create=False)
         try:
-            # luigi's contract: the path does not exist yet (a command may make
-            # a directory there); the core's staged name stays reserved by its token
-            os.unlink(staged.path)
             yield str(staged.path)
             if not os.path.lexists(staged.path):
                 raise NotFound(

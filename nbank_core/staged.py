@@ -113,11 +113,13 @@ class StagedOutput:
         metadata: Mapping[str, Any] | None = None,
         exist_ok: bool = True,
         hash: bool = True,
+        derived: bool = False,
     ) -> DepositResult:
         """Deposits the output under its id and returns the result; the staged
         entry is gone afterwards either way. Identical content already archived
         under the id is a success (``exists``) when ``exist_ok``; any failure
-        raises, naming the output."""
+        raises, naming the output. ``derived`` registers the hash in metadata
+        (see :func:`~nbank_core.deposit`), for outputs a pipeline computed."""
         if self.done:
             raise ValueError(
                 f"the output '{self.id}' was already committed or discarded"
@@ -132,6 +134,7 @@ class StagedOutput:
                 keep_source=False,  # inside the archive: linked, not copied
                 exist_ok=exist_ok,
                 hash=hash,
+                derived=derived,
             )
         finally:
             self.discard()

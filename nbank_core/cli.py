@@ -291,7 +291,30 @@ def cmd_deposit(args: argparse.Namespace) -> int:
         elif r.ok:
             _out(f"{r.id or '(auto)'}\t{r.path}")
 
+    def summary(signalled: list[Any]) -> int:
+        if progress is not None:
+            progress.done()
+        sys.stdout.flush()  # what was archived is out before the summary
+        if signalled:
+            _err(
+                f"interrupted by {signalled[0]}: {counts['ok']} of {len(files)} "
+                f"files archived, {counts['skipped']} not attempted; run the same "
+                "command again to deposit the rest"
+            )
+            return 128 + signalled[1]
+        failed = counts["failed"] + counts["skipped"]
+        if refused:  # one line: the refusal and what it cost, not one per file
+            _err(f"{failed} of {len(files)} file(s) not deposited: {refused[0]}")
+            return 1
+        if counts["skipped"]:
+            _err(f"{counts['skipped']} file(s) {skipped_reason[0]}")
+        if failed and len(files) > 1:
+            _err(f"{failed} of {len(files)} files were not deposited")
+        return 1 if failed else 0
+
     stop = threading.Event()
+    # the handlers stay until the report is written: a signal that comes as the
+    # last item finishes is answered with the summary, not by dying unflushed
     with settings.open() as reg, _stop_on_signals(stop) as signalled:
         deposit(
             settings.archive_config(),
@@ -306,24 +329,7 @@ def cmd_deposit(args: argparse.Namespace) -> int:
             on_result=report,
             stop=stop,
         )
-    if progress is not None:
-        progress.done()
-    if signalled:
-        _err(
-            f"interrupted by {signalled[0]}: {counts['ok']} of {len(files)} files "
-            f"archived, {counts['skipped']} not attempted; run the same command "
-            "again to deposit the rest"
-        )
-        return 128 + signalled[1]
-    failed = counts["failed"] + counts["skipped"]
-    if refused:  # one line: the refusal and what it cost, not one per file
-        _err(f"{failed} of {len(files)} file(s) not deposited: {refused[0]}")
-        return 1
-    if counts["skipped"]:
-        _err(f"{counts['skipped']} file(s) {skipped_reason[0]}")
-    if failed and len(files) > 1:
-        _err(f"{failed} of {len(files)} files were not deposited")
-    return 1 if failed else 0
+        return summary(signalled)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from nbank_core.registry import Registry
 NBANK = str(Path(sys.executable).with_name("nbank"))
 POLL = 0.003  # seconds between looks at the archive while a deposit runs
 DEPOSIT_TIMEOUT = 120.0
+SIGNAL_GRACE = 10.0  # seconds a deposit may take to stop after SIGINT or SIGTERM
 
 
 # -- sources -----------------------------------------------------------------------
@@ -122,6 +123,8 @@ class Run:
     stderr: str
     killed: bool = False
     progress: float = 0.0  # the fraction of the work done when it was killed
+    shared: list[str] = dataclasses.field(default_factory=list)  # right after it
+    stop_seconds: float = 0.0  # from SIGINT or SIGTERM to the deposit's exit
 
     @property
     def tracebacks(self) -> int:
@@ -163,12 +166,19 @@ def deposit_and_kill(
     jitter: float,
     work: Path,
     victim: subprocess.Popen | None = None,
+    sig: int = signal.SIGKILL,
 ) -> Run:
     """Starts ``nbank deposit`` of ``sources`` and SIGKILLs it (or the process
     group of ``victim``, a server it talks to) once the work done (files published
     plus sources removed, out of twice the number of files) reaches ``kill_at`` (a
     negative value: as soon as anything is staged), after ``jitter`` more seconds;
-    then waits for the deposit. ``kill_at=None`` lets it finish."""
+    then waits for the deposit. ``kill_at=None`` lets it finish.
+
+    With ``sig`` SIGINT or SIGTERM, that signal goes to the deposit process alone
+    (as Ctrl-C or ``kill`` would) and the deposit must exit by itself within
+    ``SIGNAL_GRACE`` seconds (else it is SIGKILLed and TimeoutError raised). The
+    sources sharing an inode with an archived file right after the kill (or the
+    exit) are in ``Run.shared``."""
     out, err = work / "deposit.out", work / "deposit.err"
     total = 2 * len(sources.order)
     with out.open("w") as fo, err.open("w") as fe:
@@ -181,7 +191,7 @@ def deposit_and_kill(
             start_new_session=True,
         )
     target = victim or proc
-    killed, done = False, 0.0
+    killed, done, stop_seconds = False, 0.0, 0.0
     deadline = time.monotonic() + DEPOSIT_TIMEOUT
     try:
         while kill_at is not None and proc.poll() is None:
@@ -189,7 +199,19 @@ def deposit_and_kill(
             done = (published + removed) / total
             if (staged or published) if kill_at < 0 else done >= kill_at:
                 time.sleep(jitter)
-                if proc.poll() is None:
+                if proc.poll() is None and sig != signal.SIGKILL:
+                    sent = time.monotonic()
+                    os.kill(proc.pid, sig)
+                    try:
+                        proc.wait(timeout=SIGNAL_GRACE)
+                    except subprocess.TimeoutExpired:
+                        raise TimeoutError(
+                            f"nbank deposit did not stop within {SIGNAL_GRACE} s "
+                            f"of {signal.Signals(sig).name}"
+                        ) from None
+                    stop_seconds = time.monotonic() - sent
+                    killed = True
+                elif proc.poll() is None:
                     kill_group(target.pid)
                     target.wait()
                     killed = True
@@ -202,7 +224,16 @@ def deposit_and_kill(
         if proc.poll() is None:
             kill_group(proc.pid)
             proc.wait()
-    return Run(proc.returncode, out.read_text(), err.read_text(), killed, done)
+    shared = shared_inodes(cfg, sources)
+    return Run(
+        proc.returncode,
+        out.read_text(),
+        err.read_text(),
+        killed,
+        done,
+        shared,
+        stop_seconds,
+    )
 
 
 def half_closed(port: int) -> int:
@@ -260,6 +291,23 @@ def phases(
     return hit
 
 
+def shared_inodes(cfg: ArchiveConfig, sources: Sources) -> list[str]:
+    """The sources that share an inode with a file under ``resources/``: editing
+    such a source would change the archived file."""
+    inodes = set()
+    for shard in _entries(cfg.resources_dir):
+        for path in _entries(shard):
+            st = os.lstat(path)
+            inodes.add((st.st_dev, st.st_ino))
+    shared = []
+    for path in sources.order:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) in inodes:
+                shared.append(str(path))
+    return shared
+
+
 def _entries(directory: Path) -> list[Path]:
     try:
         return sorted(directory.iterdir())
@@ -277,6 +325,7 @@ class Outcome:
     strays: list[str] = dataclasses.field(default_factory=list)
     staging: list[str] = dataclasses.field(default_factory=list)
     dangling: list[str] = dataclasses.field(default_factory=list)
+    shared: list[str] = dataclasses.field(default_factory=list)
     archived: int = 0
     at_source: int = 0
 
@@ -290,6 +339,7 @@ class Outcome:
                 ("truncated or corrupt", self.corrupt),
                 ("unregistered files", self.strays),
                 ("staging leftovers", self.staging),
+                ("sources sharing an inode with an archived file", self.shared),
             )
             if v
         }
@@ -319,8 +369,11 @@ def verify(
         elif sha1_file(path) != record.get("sha1"):
             out.corrupt.append(f"{path}: sha1 differs from the record")
     by_name = sources.by_name
+    inodes = set()
     for shard in _entries(cfg.resources_dir):
         for path in _entries(shard):
+            st = os.lstat(path)
+            inodes.add((st.st_dev, st.st_ino))
             name = path.name.partition(".")[0]
             if name not in records:
                 out.strays.append(str(path))
@@ -330,6 +383,9 @@ def verify(
         name = sources.name(path)
         if os.path.lexists(path):
             out.at_source += 1
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) in inodes:
+                out.shared.append(str(path))
             if sha1_file(path) != digest:
                 out.corrupt.append(f"{path}: the source changed")
             continue
@@ -369,6 +425,10 @@ class Figures:
     lost: int = 0
     orphans_after_fix: int = 0
     dangling_after_fix: int = 0
+    shared_inodes: int = 0  # sources sharing an archived file's inode, before and
+    # after check --fix
+    left_for_fix: int = 0  # check --fix findings after a SIGINT or SIGTERM
+    stop_seconds: float = 0.0  # the longest wait from SIGINT/SIGTERM to the exit
     tracebacks: int = 0
     withdrawn_by_fix: int = 0
     completed_by_fix: int = 0
@@ -393,6 +453,7 @@ class Figures:
         d["phases"] = dict(sorted(self.phases.items()))
         d["seconds"] = round(self.seconds, 1)
         d["served_after_kill"] = round(self.served_after_kill, 2)
+        d["stop_seconds"] = round(self.stop_seconds, 2)
         return d
 
 
@@ -403,11 +464,14 @@ COLUMNS = [
     ("lost", "lost"),
     ("orphans_after_fix", "orphans"),
     ("dangling_after_fix", "nowhere"),
+    ("shared_inodes", "shared inodes"),
     ("tracebacks", "tracebacks"),
     ("failures_reported", "failed+reported"),
     ("completed_by_fix", "completed"),
     ("rolled_back_by_fix", "staged removed"),
     ("withdrawn_by_fix", "withdrawn"),
+    ("left_for_fix", "left after signal"),
+    ("stop_seconds", "stop s"),
     ("served_after_kill", "wait s"),
     ("seconds", "s"),
 ]

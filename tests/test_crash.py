@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -40,6 +41,7 @@ from crash_helpers import (
     nbank,
     parse_json_lines,
     phases,
+    shared_inodes,
     table,
     tmpfs,
     verify,
@@ -179,12 +181,21 @@ def check_and_verify(
     sources: Sources,
     env: dict[str, str],
     where: str,
+    *,
+    nothing_to_fix: bool = False,
 ) -> Outcome:
-    """``nbank check --fix``, the invariants, then a second ``nbank check``."""
+    """``nbank check --fix``, the invariants, then a second ``nbank check``.
+    ``nothing_to_fix``: the deposit stopped by itself, so check --fix must find
+    nothing at all."""
+    assert not shared_inodes(cfg, sources), where  # before the fix too
     fix = nbank(["check", "--fix", "-j", str(cfg.path)], env)
     findings = parse_json_lines(fix.stdout)
     fig.add_fix(findings)
+    if nothing_to_fix:
+        fig.left_for_fix += len(findings)
+        assert findings == [], f"{where}\nleft for check --fix: {findings}"
     outcome = verify(cfg, reg, name, sources, findings)
+    fig.shared_inodes += len(outcome.shared)
     again = nbank(["check", str(cfg.path)], env)
     fig.tracebacks += fix.tracebacks + again.tracebacks
     fig.lost += len(outcome.lost)
@@ -209,9 +220,12 @@ def crash_trials(
     tmp_path: Path,
     report: dict[str, Figures],
     trials: int,
+    sig: int = signal.SIGKILL,
 ) -> Figures:
     """Runs ``trials`` kills of ``nbank deposit`` of fresh sources under
-    ``src_root`` into fresh archives; checks, fixes and verifies after each."""
+    ``src_root`` into fresh archives; checks, fixes and verifies after each.
+    ``sig`` SIGINT or SIGTERM: the deposit is asked to stop, must exit by itself
+    with 128 + the signal, report what it archived and leave nothing to fix."""
     fig = report.setdefault(fault, Figures(fault))
     rng = random.Random(f"{SEED}-{fault}")
     started = time.monotonic()
@@ -233,19 +247,36 @@ def crash_trials(
                 kill_at=kill_at,
                 jitter=rng.uniform(0.0, 0.03),
                 work=work,
+                sig=sig,
             )
             where = context(fault, trial, kill_at, run, work)
             fig.trials += 1
             fig.tracebacks += run.tracebacks
+            fig.shared_inodes += len(run.shared)
             assert run.tracebacks == 0, where
+            assert not run.shared, f"{where}\nsharing an inode: {run.shared}"
+            stopped = sig != signal.SIGKILL
             if not run.killed:
                 assert run.returncode == 0, where
                 fig.phases["done before the kill"] += 1
             else:
-                if target.server is not None:  # its requests may still register
+                if target.server is not None and not stopped:  # may still register
                     fig.served_after_kill += wait_until_served(target.port)
                 fig.phases.update(phases(cfg, reg, name, sources))
-            outcome = check_and_verify(fig, cfg, reg, name, sources, env, where)
+            if stopped and run.killed and run.returncode == -sig:
+                # the signal came after the deposit had written its whole report
+                # and put its handlers back: it was over, nothing to stop
+                assert phases(cfg, reg, name, sources) == {
+                    "finished": len(sources.order)
+                }, where
+                assert len(run.stdout.splitlines()) == len(sources.order), where
+                fig.phases["done before the signal"] += 1
+            elif stopped and run.killed:
+                fig.stop_seconds = max(fig.stop_seconds, run.stop_seconds)
+                assert_stopped_cleanly(run, sig, cfg, reg, name, sources, where)
+            outcome = check_and_verify(
+                fig, cfg, reg, name, sources, env, where, nothing_to_fix=stopped
+            )
             assert not outcome.dangling, f"{where}\nlocated nowhere: {outcome.dangling}"
             shutil.rmtree(work / "archive")
             shutil.rmtree(sources.directory)
@@ -253,6 +284,32 @@ def crash_trials(
             reg.close()
     fig.seconds += time.monotonic() - started
     return fig
+
+
+def assert_stopped_cleanly(
+    run: Run,
+    sig: int,
+    cfg: ArchiveConfig,
+    reg: Registry,
+    name: str,
+    sources: Sources,
+    where: str,
+) -> None:
+    """After SIGINT or SIGTERM: exit 128 + the signal; each item finished or
+    untouched; stdout names every file archived; stderr is one summary line."""
+    assert run.returncode == 128 + sig, where
+    left = phases(cfg, reg, name, sources)
+    assert set(left) <= {"finished", "untouched"}, f"{where}\n{left}"
+    printed = [ln.split("\t") for ln in run.stdout.splitlines()]
+    archived = {p for _, p in printed}
+    assert len(archived) == len(printed) == left["finished"], where
+    assert all(Path(p).is_file() for p in archived), where
+    n = len(sources.order)
+    assert run.stderr.splitlines() == [
+        f"nbank: interrupted by {signal.Signals(sig).name}: {len(printed)} of {n} "
+        f"files archived, {n - len(printed)} not attempted; run the same command "
+        "again to deposit the rest"
+    ], where
 
 
 def assert_mid_transaction_hit(fig: Figures) -> None:
@@ -294,6 +351,27 @@ def test_sigkill_deposit_across_filesystems(
         n,
     )
     assert_mid_transaction_hit(fig)
+
+
+# -- SIGINT and SIGTERM of the deposit ------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_signal_stops_deposit(
+    target: Target, sig: int, tmp_path: Path, report: dict[str, Figures]
+) -> None:
+    """Ctrl-C or ``kill`` of ``nbank deposit``: the items in flight finish, the
+    rest are not begun, what was archived is printed, the exit is 130 or 143
+    within seconds, and nothing is left for ``check --fix``."""
+    n = TRIALS if target.kind == "sqlite" else HTTP_TRIALS
+    fig = crash_trials(
+        f"{signal.Signals(sig).name} deposit, same fs, {target.kind}",
+        target,
+        tmp_path / "src",
+        tmp_path,
+        report,
+        n,
+        sig=sig,
+    )
+    assert fig.phases["finished"] and fig.phases["untouched"], dict(fig.phases)
 
 
 # -- SIGKILL of the registry ---------------------------------------------------------

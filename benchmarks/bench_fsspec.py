@@ -85,7 +85,7 @@ class AccessLog:
 
 def build(url: str, auth: Any, root: Path, n: int, tmp: Path) -> list[Path]:
     """An archive with N small CSV resources ``r<i>_<tag>``; returns their paths."""
-    reg = open_registry(url, auth=auth)
+    reg = open_registry(url, auth=auth, create=True)
     tag = os.urandom(4).hex()
     cfg = init_archive(root, registry=reg, name=f"bench-{tag}")
     reg.add_datatype(f"csv-{tag}", "text/csv", "csv")

@@ -92,7 +92,7 @@ def test_ranged_reads_over_http(
     assert fs.cat_file(tab, start=-9) == data[-9:]
     assert fs.cat_file(tab, start=4, end=-4) == data[4:-4]
     # a file too large to read whole is fetched block by block
-    monkeypatch.setattr("nbank_fsspec.filesystem.SMALL", 0)
+    monkeypatch.setattr("nbank_fsspec.reading.SMALL", 0)
     with fs.open(tab, block_size=64, cache_type="bytes") as f:
         f.seek(100)
         assert f.read(50) == data[100:150]

@@ -117,6 +117,9 @@ def test_unknown_and_invalid_ids_are_file_not_found(nb: Nb) -> None:
     with pytest.raises(FileNotFoundError):
         fsspec.open_local(f"nbank://{missing}", **nb.options)
     with pytest.raises(FileNotFoundError, match="no resource can be named"):
+        nb.fs.open("nbank://two.dots.csv")
+    # the first segment is the id; the rest a path inside a directory resource
+    with pytest.raises(FileNotFoundError, match="'has' is not registered"):
         nb.fs.open("nbank://has/slash")
     assert not nb.fs.exists("nbank://has/slash")
     assert not nb.fs.exists("nbank://two.dots.csv")  # one '.ext' at most

@@ -141,6 +141,8 @@ def test_writes_refused_without_archive_or_dtype_or_for_bad_ids(nb: Nb) -> None:
     with pytest.raises(FileNotFoundError, match="dtype"):
         nb.fs.pipe(f"nbank://{nb.name('nd')}", b"x", dtype="no-such-dtype")
     with pytest.raises(ValueError, match="invalid query"):
+        nb.fs.pipe("nbank://a.b.c", b"x")
+    with pytest.raises(PermissionError, match="nothing is added to or changed inside"):
         nb.fs.pipe("nbank://a/b", b"x")
     with pytest.raises(ValueError, match="give one of them"):
         nb.fs.pipe(f"nbank://{nb.name('ex')}.csv", b"x", suffix=".txt")

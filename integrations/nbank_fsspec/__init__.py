@@ -15,17 +15,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbank_fsspec.archived import ArchivedFile
 from nbank_fsspec.download import RemoteFile
+from nbank_fsspec.errors import ResourceImmutable
 from nbank_fsspec.filesystem import NbankFileSystem
 from nbank_fsspec.settings import registry_url
 from nbank_fsspec.writing import DepositFile, DepositTransaction, deposit_files
 
 __all__ = [
+    "ArchivedFile",
     "DepositFile",
     "DepositTransaction",
     "NbankFileSystem",
     "NbankPath",
     "RemoteFile",
+    "ResourceImmutable",
     "deposit_files",
     "registry_url",
 ]

@@ -3,7 +3,8 @@
 Most of neurobank's errors already are (``NotFound`` is a ``FileNotFoundError``,
 ``RegistryUnavailable`` a ``ConnectionError``); the few that are not (a corrupt copy,
 an answer that is not the registry's API) become ``OSError`` here, with the original
-chained.
+chained. Changing a resource (``rm``, ``mv``, ``copy``, writing inside one) raises
+:class:`ResourceImmutable`, a ``PermissionError`` saying why and what to do instead.
 
 >>> from nbank_core import IntegrityError
 >>> @builtin_errors
@@ -24,10 +25,15 @@ from typing import ParamSpec, TypeVar
 
 from nbank_core import NbankError
 
-__all__ = ["builtin_errors"]
+__all__ = ["ResourceImmutable", "builtin_errors"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class ResourceImmutable(PermissionError):
+    """A change to a registered resource was asked for: resources are immutable
+    (their id and content are cited by records and analyses), so it is refused."""
 
 
 def builtin_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -9,15 +9,21 @@ registry's download methods, if the registry serves that
 datatype. Writes deposit on commit (see :mod:`nbank_fsspec.writing`).
 
 Paths are ids, in the core's query syntax (:func:`nbank_core.parse_query`):
-``nbank://ID``, ``nbank:ID``, ``ID`` or a full identifier URL (whose id is then looked
-up in this filesystem's registry), each with an optional ``.ext``; when writing, that
-extension is the archived file's. The root (``""``)
+``nbank://ID``, ``nbank:ID``, ``nbank:/ID``, ``ID`` or a full identifier URL (whose
+id is then looked up in this filesystem's registry), each with an optional
+``.ext``; when writing, that extension is the archived file's. Inside a resource
+deposited as a directory (a zarr store, a BIDS-like folder), ``ID/inner/path``
+names an entry: it can be read, listed (``ls``, ``find``, ``glob``, ``walk``) and
+copied out (``get(..., recursive=True)``), where the archive is mounted; it stays
+inside the resource (:func:`nbank_core.inner_path`). The root (``""``)
 is the registry: ``ls("")`` refuses to list every resource, and lists the matches of
 registry filters when given some: ``fs.ls("", dtype="wav", metadata__animal="st32")``.
 
 Errors are builtins: ``FileNotFoundError`` for an id that is not registered (or has
 no copy this host can read), ``ConnectionError`` when the registry cannot be
-reached. ``exists()`` raises the latter rather than answering False.
+reached, ``PermissionError`` for changing a resource (see
+:mod:`nbank_fsspec.immutable`). ``exists()`` raises the ``ConnectionError`` rather
+than answering False.
 
 >>> import tempfile, pathlib, fsspec
 >>> from nbank_core import init_archive, add_datatype
@@ -32,17 +38,20 @@ b'1,2\\n'
 >>> fs.info("table_1")["dtype"], fs.open_local("table_1") == fsspec.open_local(
 ...     "nbank://table_1", registry=url)
 ('csv-table', True)
+>>> fs.modified("nbank:table_1").tzname()
+'UTC'
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import os
 import stat
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
-from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
 from nbank_core import (
@@ -50,23 +59,28 @@ from nbank_core import (
     Located,
     NotFound,
     Resolver,
+    inner_path,
     parse_query,
     resolve_settings,
     resolver_for,
     search,
     split_prefix,
 )
-from nbank_fsspec.download import SMALL, RemoteFile
-from nbank_fsspec.errors import builtin_errors
+from nbank_fsspec.archived import entry_info, list_entries
+from nbank_fsspec.errors import ResourceImmutable, builtin_errors
+from nbank_fsspec.immutable import Immutable
+from nbank_fsspec.reading import Reading
 from nbank_fsspec.settings import ResolvingCached
 from nbank_fsspec.writing import Depositor, DepositTransaction
 
 __all__ = ["NbankFileSystem"]
 
 DOWNLOAD_ARCHIVE = "registry"  # the location a registry lists when it serves a file
+#: write modes, and whether each accepts the same content already registered
+WRITE_MODES = {"wb": True, "w+b": True, "wb+": True, "xb": False, "x+b": False}
 
 
-class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
+class NbankFileSystem(Immutable, Reading, metaclass=ResolvingCached):
     """The resources of one registry, by id.
 
     ``registry`` and ``archive``: as :func:`nbank_core.resolve_settings` decides
@@ -116,7 +130,6 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         )
         self.registry = self._resolver.registry
         self.local_file = True
-        self._local = LocalFileSystem()
         self._writer = Depositor(self.registry, settings, dtype, metadata)
 
     def __repr__(self) -> str:
@@ -125,8 +138,9 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
     # -- paths -------------------------------------------------------------------
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
-        """``nbank://ID``, ``nbank:ID``, ``ID`` (each with an optional ``.ext``) or a
-        full identifier URL -> ``ID`` (``ID.ext``); what is not a query stays as
+        """``nbank://ID``, ``nbank:ID``, ``ID`` (each with an optional ``.ext``,
+        and ``/inner/path`` inside a directory resource) or a full identifier URL
+        -> ``ID`` (``ID.ext``, ``ID/inner/path``); what is not a query stays as
         written, to be refused by the call that uses it."""
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
@@ -142,13 +156,24 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
     def unstrip_protocol(self, name: str) -> str:
         return name if name.startswith("nbank://") else f"nbank://{name}"
 
-    def _ident(self, path: Any) -> str:
-        """The id ``path`` names; an invalid one names no resource (NotFound)."""
+    def _split(self, path: Any, *, writing: bool = False) -> tuple[str, str, str]:
+        """``(id, ext, inner)``: the resource ``path`` names (its first segment,
+        a query), and the path inside it (``""``: the resource itself). A path
+        that names no resource raises NotFound (InvalidIdentifier, a ValueError,
+        when ``writing``)."""
         text = self._strip_protocol(path)
+        head, _, inner = text.partition("/")
         try:
-            return parse_query(text).id
+            query = parse_query(head)
         except InvalidIdentifier as err:
+            if writing:
+                raise
             raise NotFound(f"no resource can be named {text!r}: {err}") from None
+        return query.id, query.ext, inner.strip("/")
+
+    def _ident(self, path: Any) -> str:
+        """The id of the resource ``path`` names (NotFound if none can be)."""
+        return self._split(path)[0]
 
     # -- resolving -----------------------------------------------------------------
     @builtin_errors
@@ -159,8 +184,8 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         idents = []
         for p in paths:
             try:
-                idents.append(parse_query(self._strip_protocol(p)).id)
-            except InvalidIdentifier:
+                idents.append(self._ident(p))
+            except NotFound:
                 continue
         return self._resolver.locate_many(idents)
 
@@ -173,11 +198,41 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
             for where in loc.locations
         )
 
-    def _require_served(self, loc: Located) -> None:
-        """Returns if the registry serves a resource not mounted here; else raises
-        NotFound saying where it lives."""
-        if not self._served(loc):
-            loc.require_path()  # raises: the resource has no local path either
+    def _local(self, loc: Located, inner: str) -> Path | None:
+        """The file or directory on this host of the entry ``inner`` (``""``: the
+        resource itself); None for a resource not mounted here that the registry
+        serves. Raises NotFound saying where the resource lives otherwise, or why
+        ``inner`` names nothing."""
+        if loc.path is None:
+            if inner or not self._served(loc):
+                loc.require_path()  # raises: no local copy, and none served
+            return None
+        if not inner:
+            return loc.path
+        try:
+            return inner_path(loc.path, inner)
+        except InvalidIdentifier as err:
+            raise NotFound(f"nothing in '{loc.id}' can be named: {err}") from None
+
+    def _entry(self, path: Any) -> tuple[Located, str, Path | None]:
+        """``(located, inner, local path or None)`` of what ``path`` names."""
+        ident, _, inner = self._split(path)
+        loc = self._resolver.locate(ident)
+        return loc, inner, self._local(loc, inner)
+
+    def _stat(self, path: Any) -> tuple[Located, str, Path | None, Any]:
+        """As :meth:`_entry`, with the entry's ``os.stat`` (None when served)."""
+        loc, inner, local = self._entry(path)
+        if local is None:
+            return loc, inner, None, None
+        try:
+            return loc, inner, local, os.stat(local)
+        except (FileNotFoundError, NotADirectoryError):
+            where = f"'{inner}' in the resource '{loc.id}'" if inner else f"'{loc.id}'"
+            raise NotFound(
+                f"{where} is not at '{local}'"
+                + (": no such entry" if inner else ": the archive lacks its file")
+            ) from None
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forgets remembered locations (of ``path``, or all)."""
@@ -190,52 +245,50 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
                 pass
         super().invalidate_cache(path)
 
-    # -- reading -----------------------------------------------------------------
+    # -- describing ----------------------------------------------------------------
     @builtin_errors
     def info(self, path: Any, **kwargs: Any) -> dict[str, Any]:
         """``name``, ``size``, ``type`` (``file``, or ``directory`` for a directory
-        resource or the root), ``sha1``, ``dtype``, ``filename``, ``local_path``
-        (None unless mounted here), ``url`` (the download URL, or None),
-        ``created`` and ``metadata``. Raises FileNotFoundError if no copy is
+        resource, an entry of one, or the root), ``local_path`` (None unless
+        mounted here); for a resource itself also ``sha1``, ``dtype``,
+        ``filename``, ``url`` (the download URL, or None), ``created`` (a UTC
+        datetime) and ``metadata``. Raises FileNotFoundError if no copy is
         readable from here."""
         if self._strip_protocol(path) == "":
             return {"name": "", "size": 0, "type": "directory"}
-        ident = self._ident(path)
-        loc = self._resolver.locate(ident)
-        url = None
-        if loc.path is not None:
-            st = os.stat(loc.path)
-            is_dir = stat.S_ISDIR(st.st_mode)
-            size, kind = (None, "directory") if is_dir else (st.st_size, "file")
+        loc, inner, local, st = self._stat(path)
+        if inner:
+            return entry_info(f"{loc.id}/{inner}", local, st)  # type: ignore[arg-type]
+        if st is not None:
+            out = entry_info(loc.id, local, st)  # type: ignore[arg-type]
+            url = None
         else:
-            self._require_served(loc)
-            size, kind = self.registry.download_size(ident), "file"
-            url = f"{self.registry.url}download/{ident}/"
-        record = self.registry.get_resource(ident)
-        return {
-            "name": ident,
-            "size": size,
-            "type": kind,
-            "sha1": loc.sha1,
-            "dtype": record.get("dtype"),
-            "filename": loc.filename,
-            "local_path": None if loc.path is None else str(loc.path),
-            "url": url,
-            "created": record.get("created_on"),
-            "metadata": record.get("metadata") or {},
-        }
+            size = self.registry.download_size(loc.id)
+            out = {"name": loc.id, "size": size, "type": "file", "local_path": None}
+            url = f"{self.registry.url}download/{loc.id}/"
+        record = self.registry.get_resource(loc.id)
+        out.update(
+            sha1=loc.sha1,
+            dtype=record.get("dtype"),
+            filename=loc.filename,
+            url=url,
+            created=_utc(record.get("created_on")),
+            metadata=record.get("metadata") or {},
+        )
+        return out
 
     @builtin_errors
     def exists(self, path: Any, **kwargs: Any) -> bool:
-        """True if the id is registered and a copy is readable from here; False if
-        not; raises (never False) when the registry cannot be asked."""
+        """True if the id is registered and a copy is readable from here (and,
+        inside a directory resource, the entry is there); False if not; raises
+        (never False) when the registry cannot be asked."""
         if self._strip_protocol(path) == "":
             return True
         try:
-            loc = self._resolver.locate(self._ident(path))
+            self._stat(path)
         except NotFound:
             return False
-        return loc.path is not None or self._served(loc)
+        return True
 
     def lexists(self, path: Any, **kwargs: Any) -> bool:
         return self.exists(path)
@@ -246,19 +299,47 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
     def isdir(self, path: Any) -> bool:
         return self._is(path, "directory")
 
+    @builtin_errors
     def _is(self, path: Any, kind: str) -> bool:
+        if self._strip_protocol(path) == "":
+            return kind == "directory"
         try:
-            return self.info(path)["type"] == kind
-        except FileNotFoundError:
+            st = self._stat(path)[3]
+        except NotFound:
             return False
+        is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+        return is_dir == (kind == "directory")
+
+    @builtin_errors
+    def created(self, path: Any) -> dt.datetime:
+        """When the resource ``path`` names (or is inside) was registered: the
+        record's ``created_on``, a UTC datetime."""
+        loc = self._stat(path)[0]
+        when = _utc(self.registry.get_resource(loc.id).get("created_on"))
+        if when is None:
+            raise OSError(
+                f"the registry's record of '{loc.id}' has no creation time "
+                "(created_on): ask the registry's administrator to correct it"
+            )
+        return when
+
+    def modified(self, path: Any) -> dt.datetime:
+        """The same as :meth:`created`: resources never change once registered."""
+        return self.created(path)
 
     @builtin_errors
     def ls(self, path: Any, detail: bool = True, **filters: Any) -> list[Any]:
-        """An id lists itself. The root lists the resources matching registry
-        ``filters`` (django-neurobank's: ``dtype``, ``name``, ``sha1``,
-        ``metadata__<key>``...), with ``size`` None; without filters it refuses."""
+        """A file resource lists itself; a directory resource, or a directory
+        inside one, lists its entries (``ID/name``). The root lists the resources
+        matching registry ``filters`` (django-neurobank's: ``dtype``, ``name``,
+        ``sha1``, ``metadata__<key>``...), with ``size`` None; without filters it
+        refuses."""
         if self._strip_protocol(path) != "":
-            entries = [self.info(path)]
+            loc, inner, _, st = self._stat(path)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                entries = list_entries(loc.id, loc.path, inner)  # type: ignore[arg-type]
+            else:
+                entries = [self.info(path)]
         else:
             if not filters:
                 raise ValueError(
@@ -274,7 +355,7 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
                     "sha1": r.get("sha1"),
                     "dtype": r.get("dtype"),
                     "filename": r.get("filename"),
-                    "created": r.get("created_on"),
+                    "created": _utc(r.get("created_on")),
                     "metadata": r.get("metadata") or {},
                 }
                 for r in search(self.registry, **filters)
@@ -282,63 +363,18 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
         return entries if detail else [e["name"] for e in entries]
 
     @builtin_errors
-    def open_local(self, path: Any) -> str:
-        """The archived file of the id on this host; FileNotFoundError saying where
-        the resource lives if no archive holding it is mounted here."""
-        return str(self._resolver.path(self._ident(path)))
-
-    @builtin_errors
-    def cat_file(
-        self, path: Any, start: int | None = None, end: int | None = None, **kwargs: Any
-    ) -> bytes:
-        """The bytes ``start:end`` (negative: from the end) of the resource, in one
-        read of the local file or one request to the registry."""
-        return self._read(self._resolver.locate(self._ident(path)), start, end)
-
-    @builtin_errors
-    def cat(
-        self, path: Any, recursive: bool = False, on_error: str = "raise", **kwargs: Any
-    ) -> Any:
-        """As fsspec's; for a list, the ids are resolved with bulk requests first,
-        and those answers serve every read however long the reads take."""
-        if not isinstance(path, list | tuple):
-            return super().cat(path, recursive=recursive, on_error=on_error, **kwargs)
-        names = list(dict.fromkeys(self._strip_protocol(p) for p in path))
-        located = self.locate(names)
-        out: dict[str, Any] = {}
-        for name in names:
-            try:
-                ident = self._ident(name)  # an invalid id raises saying why
-                loc = located.get(ident)
-                if loc is None:
-                    raise NotFound(
-                        f"'{ident}' is not registered in {self.registry.url}"
-                    )
-                out[name] = self._read(loc, kwargs.get("start"), kwargs.get("end"))
-            except (OSError, ValueError) as err:
-                if on_error == "raise":
-                    raise
-                if on_error == "return":
-                    out[name] = err
-        return out
-
-    def _read(self, loc: Located, start: int | None, end: int | None) -> bytes:
-        if loc.path is not None:
-            with open(loc.path, "rb") as f:
-                lo, hi = _bounds(start, end, os.fstat(f.fileno()).st_size)
-                f.seek(lo)
-                return f.read(max(hi - lo, 0))
-        self._require_served(loc)
-        if (start or 0) < 0 or (end is not None and end < 0):  # needs the size
-            lo, hi = _bounds(start, end, self.registry.download_size(loc.id))
-            return self.registry.read_download(loc.id, lo, hi)
-        return self.registry.read_download(loc.id, start or 0, end)
-
-    @builtin_errors
     def ukey(self, path: Any) -> str:
-        """The resource's sha1: resources are immutable, so it never changes."""
-        loc = self._resolver.locate(self._ident(path))
-        return loc.sha1 or super().ukey(path)
+        """The resource's sha1 (of the resource and the entry's path, inside a
+        directory resource): resources are immutable, so it never changes."""
+        ident, _, inner = self._split(path)
+        loc = self._resolver.locate(ident)
+        if not loc.sha1:
+            return super().ukey(path)
+        if not inner:
+            return loc.sha1
+        return hashlib.sha1(
+            f"{loc.sha1}/{inner}".encode(), usedforsecurity=False
+        ).hexdigest()
 
     def checksum(self, path: Any) -> int:
         return int(self.ukey(path), 16)
@@ -356,66 +392,56 @@ class NbankFileSystem(AbstractFileSystem, metaclass=ResolvingCached):
     ) -> Any:
         if mode == "rb":
             return self._open_read(path, block_size, cache_options, **kwargs)
-        if mode in ("wb", "xb"):
-            query = parse_query(self._strip_protocol(path))
-            return self._writer.open(
-                self,
-                query.id,
-                ext=query.ext,
-                exist_ok=mode == "wb",
-                autocommit=autocommit,
-                **kwargs,
-            )
+        if mode in WRITE_MODES:
+            return self._open_write(path, mode, autocommit, **kwargs)
         raise ValueError(
             f"mode {mode!r} is not supported: resources are read ('rb') or written "
-            "once ('wb', or 'xb' to refuse even identical content); they are never "
-            "appended to or changed"
+            "once ('wb' or 'w+b'; 'xb' to refuse an id already registered); they "
+            "are never appended to or changed"
         )
 
-    def _open_read(
-        self,
-        path: Any,
-        block_size: int | None,
-        cache_options: dict[str, Any] | None,
-        **kwargs: Any,
-    ) -> Any:
-        ident = self._ident(path)
-        loc = self._resolver.locate(ident)
-        if loc.path is not None:
-            return LocalFileOpener(str(loc.path), "rb", fs=self._local)
-        self._require_served(loc)
-        size = self.registry.download_size(ident)
-        data = self.registry.read_download(ident) if size <= SMALL else None
-        return RemoteFile(
-            self,
-            ident,
-            self.registry,
-            size,
-            data,
-            block_size=block_size or "default",
-            cache_options=cache_options,
-            **kwargs,
+    def _open_write(self, path: Any, mode: str, autocommit: bool, **kwargs: Any) -> Any:
+        ident, ext, inner = self._split(path, writing=True)
+        if inner:
+            raise ResourceImmutable(
+                f"writing nbank://{ident}/{inner} is refused: nothing is added to or "
+                "changed inside a resource, and a new resource is written under an "
+                "id alone (nbank://ID); deposit a whole directory with "
+                "'nbank deposit'"
+            )
+        exist_ok = WRITE_MODES[mode]
+        if not exist_ok and self._resolver.locate_many([ident]):
+            raise FileExistsError(
+                f"nbank://{ident} is already registered in {self.registry.url}: mode "
+                f"{mode!r} (pipe_file mode='create') refuses to write an existing "
+                "resource; read it, or write under a new id"
+            )
+        # fsspec's cache options are for reads; a deposit takes none of them
+        for key in ("cache_type", "size"):
+            kwargs.pop(key, None)
+        return self._writer.open(
+            self, ident, ext=ext, exist_ok=exist_ok, autocommit=autocommit, **kwargs
         )
 
     def pipe_file(
         self, path: Any, value: bytes, mode: str = "overwrite", **kwargs: Any
     ) -> None:
-        """Deposits ``value`` under the id (``mode="create"``: even identical
-        content already there is an error)."""
+        """Deposits ``value`` under the id (``mode="create"``: an id already
+        registered is an error, even with the same content)."""
         with self.open(path, "xb" if mode == "create" else "wb", **kwargs) as f:
             f.write(value)
 
 
-def _bounds(start: int | None, end: int | None, size: int) -> tuple[int, int]:
-    """Python-slice bounds ``start:end`` within a file of ``size`` bytes.
+def _utc(value: Any) -> dt.datetime | None:
+    """A registry's timestamp (ISO 8601 text) as a UTC datetime; naive ones are
+    UTC. None for none.
 
-    >>> _bounds(-3, None, 10), _bounds(2, -1, 10), _bounds(None, 99, 10)
-    ((7, 10), (2, 9), (0, 10))
+    >>> _utc("2024-03-01T10:00:00.5Z"), _utc("2024-03-01T12:00:00+02:00").hour
+    (datetime.datetime(2024, 3, 1, 10, 0, 0, 500000, tzinfo=datetime.timezone.utc), 10)
     """
-    lo = (
-        0
-        if start is None
-        else (max(size + start, 0) if start < 0 else min(start, size))
-    )
-    hi = size if end is None else (max(size + end, 0) if end < 0 else min(end, size))
-    return lo, hi
+    if not value:
+        return None
+    when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC)

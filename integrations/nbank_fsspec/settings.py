@@ -27,12 +27,31 @@ from nbank_core import resolve_settings
 
 __all__ = ["ResolvingCached", "registry_url"]
 
+ENV_REGISTRY = "NBANK_REGISTRY"  # read by nbank_core.resolve_settings
+#: registry URLs already resolved without an archive, by (explicit, NBANK_REGISTRY)
+_resolved: dict[tuple[str | None, str | None], str] = {}
+
 
 def registry_url(
     registry: str | None = None, archive: str | os.PathLike[str] | None = None
 ) -> str:
-    """The registry a filesystem given ``registry`` and ``archive`` uses."""
-    return resolve_settings(registry, archive=archive).registry
+    """The registry a filesystem given ``registry`` and ``archive`` uses.
+
+    Without an archive the answer depends only on ``registry`` and
+    ``NBANK_REGISTRY``, so it is worked out (and the URL checked) once per pair:
+    ``pd.read_csv("nbank://ID")`` makes a filesystem for every file it reads."""
+    if archive is not None:
+        return resolve_settings(registry, archive=archive).registry
+    key = (registry, os.environ.get(ENV_REGISTRY))
+    if key == (None, None):  # the default: it depends on more of the environment
+        return resolve_settings().registry
+    url = _resolved.get(key)
+    if url is None:
+        url = resolve_settings(registry).registry
+        if len(_resolved) > 64:
+            _resolved.clear()
+        _resolved[key] = url
+    return url
 
 
 class ResolvingCached(_Cached):

@@ -165,6 +165,10 @@ class Depositor:
 class DepositFile(io.IOBase):
     """A binary file being written for deposit under the id ``path``.
 
+    Backed by the staged file opened ``w+b``: seekable and readable as well as
+    writable, as HDF5 (h5py, ``to_netcdf(..., engine="h5netcdf")``) and zip
+    writers need.
+
     States: ``open`` -> ``written`` (closed) -> ``committed`` | ``failed``, or
     ``discarded`` from any state before ``committed``.
     """
@@ -181,13 +185,13 @@ class DepositFile(io.IOBase):
         exist_ok: bool = True,
         autocommit: bool = True,
     ) -> None:
-        self.fs, self.path, self.mode = fs, path, "wb"
+        self.fs, self.path, self.mode = fs, path, "w+b"
         self.archive, self.dtype, self.suffix = archive, dtype, suffix
         self.metadata = dict(metadata or {})
         self.exist_ok, self.autocommit = exist_ok, autocommit
         self.result: DepositResult | None = None
         self.staged = StagedOutput(archive, path, suffix)
-        self._f = self.staged.open("wb")
+        self._f = self.staged.open("w+b")
         self.state = "open"
         self._outer = sys.exception()  # being handled when opened: not ours
 
@@ -200,7 +204,16 @@ class DepositFile(io.IOBase):
         return self._f.closed
 
     def readable(self) -> bool:
-        return False
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._f.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._f.readinto(buffer)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._f.readline(size)
 
     def writable(self) -> bool:
         return True

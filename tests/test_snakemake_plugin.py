@@ -142,7 +142,7 @@ def test_queries_are_normalised(tmp_path: Path, archive) -> None:
         " nbank:u1.csv/",
     ):
         obj = provider.object(query)
-        assert obj.query == "nbank://u1.csv"
+        assert obj.query == "nbank:/u1.csv"  # the form Snakemake makes of paths
         assert obj.local_path() == tmp_path / "local-prefix" / "u1.csv"
         assert (obj.nbank_id, obj.ext) == ("u1", ".csv")
 
@@ -242,6 +242,9 @@ def test_unregistered_input_does_not_exist(tmp_path: Path, archive, uniq: str) -
 # -- writing ---------------------------------------------------------------------
 def stored(provider: StorageProvider, query: str, text: str) -> StorageObject:
     obj = provider.object(query)
+    # a new file, as a job writes it: Snakemake removes the local copy of an output
+    # before running its job (a deposit may have staged the old one by a link)
+    obj.local_path().unlink(missing_ok=True)
     write(obj.local_path(), text)
     obj.store_object()
     return obj
@@ -302,13 +305,33 @@ def test_user_metadata_wins_over_provenance(tmp_path: Path, archive, uniq: str) 
     assert meta["engine"] == "by hand" and "engine_version" in meta
 
 
-def test_remove_refused_unless_allowed(tmp_path: Path, archive, uniq: str) -> None:
+def test_remove_keeps_unless_allowed(
+    tmp_path: Path, archive, uniq: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without allow_remove, removal keeps the resource and says so; a local copy
+    that is the archived file (staged by a link) is unlinked, never written."""
     name = f"keep_{uniq}"
     obj = stored(provider_for(tmp_path, settings_for(archive)), f"nbank:{name}", "k")
-    with pytest.raises(WorkflowError, match="immutable.*allow_remove"):
+    (archived,) = archive.path.glob(f"resources/*/{name}")
+    assert os.path.samefile(obj.local_path(), archived)  # linked, not copied
+    with caplog.at_level(logging.INFO, logger=LOG.name):
         obj.remove()
+    assert f"Kept nbank:/{name}: archived resources are immutable" in caplog.text
     assert archive.registry.get_resources([name])
-    assert list(archive.path.glob(f"resources/*/{name}"))
+    assert archived.read_text() == "k"
+    assert not obj.local_path().exists()
+
+
+def test_kept_local_copy_is_a_copy(tmp_path: Path, archive, uniq: str) -> None:
+    """An output whose local copy Snakemake keeps is copied, never linked."""
+    provider = provider_for(tmp_path, settings_for(archive))
+    obj = provider.object(f"nbank:kept_{uniq}.txt")
+    obj.keep_local = True
+    write(obj.local_path(), "kept")
+    obj.store_object()
+    (archived,) = archive.path.glob(f"resources/*/kept_{uniq}.txt")
+    assert not os.path.samefile(obj.local_path(), archived)
+    assert archived.read_text() == "kept"
 
 
 def test_remove_only_in_own_archive(tmp_path: Path, archive, uniq: str) -> None:
@@ -363,7 +386,7 @@ def test_unreachable_registry_is_a_workflow_error(tmp_path: Path) -> None:
         registry=f"http://127.0.0.1:{free_port()}/neurobank/"
     )
     obj = provider_for(tmp_path, settings).object("nbank:anything")
-    with pytest.raises(WorkflowError, match="nbank://anything"):
+    with pytest.raises(WorkflowError, match="nbank:/anything"):
         obj.exists()
 
 

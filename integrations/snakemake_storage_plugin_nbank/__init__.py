@@ -41,6 +41,7 @@ from snakemake_interface_storage_plugins.io import IOCacheStorageInterface, Mtim
 from snakemake_interface_storage_plugins.settings import StorageProviderSettingsBase
 from snakemake_interface_storage_plugins.storage_object import (
     StorageObjectRead,
+    StorageObjectTouch,
     StorageObjectWrite,
 )
 from snakemake_interface_storage_plugins.storage_provider import (
@@ -52,20 +53,21 @@ from snakemake_interface_storage_plugins.storage_provider import (
 
 from nbank_core import (
     ArchiveConfig,
-    DepositItem,
     Located,
     NbankError,
+    NotFound,
     Registry,
     Resolver,
-    deposit,
+    record_sha1,
     resolve_settings,
     resolver_for,
     withdraw,
 )
 
 from . import _query
+from ._outputs import Outputs
 from ._provenance import JobIndex
-from ._remove import check_allowed
+from ._remove import Accepted, check_allowed, unlink_if_shared
 from ._support import edge, is_dir, json_object, past, setting, stat_or_none
 
 __all__ = ["StorageObject", "StorageProvider", "StorageProviderSettings"]
@@ -104,7 +106,10 @@ class StorageProviderSettings(StorageProviderSettingsBase):
     )
     dtype: str | None = dataclasses.field(
         default=None,
-        metadata=_help("Registered datatype of deposited outputs."),
+        metadata=_help(
+            "Registered datatype of deposited outputs. Default: the one datatype "
+            "registered with the output's extension."
+        ),
     )
     metadata: str | None = dataclasses.field(
         default=None,
@@ -114,7 +119,8 @@ class StorageProviderSettings(StorageProviderSettingsBase):
         default=None,
         metadata=_help(
             "'yes' lets Snakemake remove deposited outputs (record and archived "
-            "file) before re-running their job; default 'no': removal is refused."
+            "file) before re-running their job; default 'no': archived outputs are "
+            "kept, and a rerun's output is accepted if its content is the same."
         ),
     )
 
@@ -135,6 +141,8 @@ class StorageProvider(StorageProviderBase):
         self._resolver: Resolver | None = None
         self._objects: dict[str, list[StorageObject]] = {}
         self.jobs = JobIndex()
+        self.outputs = Outputs(self)
+        self.accepted = Accepted(Path(self.local_prefix) / ".accepted")
 
     # -- the interface -------------------------------------------------------
     @classmethod
@@ -206,15 +214,11 @@ class StorageProvider(StorageProviderBase):
         with edge(self.nbank.archive):
             return self.nbank.archive_config()
 
-    def output_dtype(self) -> str:
-        dtype = self.settings.dtype if self.settings is not None else None
-        if not dtype:
-            raise WorkflowError(
-                "the nbank storage provider needs the datatype of deposited outputs: "
-                "set dtype=... in the storage directive or pass "
-                "--storage-nbank-dtype NAME (see 'nbank dtype list')"
-            )
-        return dtype
+    def storage_mtime(self, ident: str, archived: float) -> float:
+        """The time Snakemake sees for an output: its archived file's, or the later
+        time this working directory accepted it again (never in the future)."""
+        accepted = self.accepted.time(ident)
+        return past(archived if accepted is None else max(archived, accepted))
 
     def _note(self, obj: StorageObject) -> None:
         assert obj.nbank_id is not None
@@ -234,7 +238,7 @@ class StorageProvider(StorageProviderBase):
         ]
 
 
-class StorageObject(StorageObjectRead, StorageObjectWrite):
+class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
     """One ``nbank://ID[.ext]`` query: an input to link or an output to deposit."""
 
     provider: StorageProvider
@@ -248,6 +252,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
             except NbankError:
                 return  # Snakemake reports is_valid_query's reason
             self.provider._note(self)
+            self.provider.outputs.check([self])  # an output's datatype: now
 
     # -- paths ----------------------------------------------------------------
     def local_suffix(self) -> str:
@@ -265,12 +270,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
         request answered."""
         if self.nbank_id is None:
             return
-        ids = [self.nbank_id, *self.provider.not_inventoried(cache)]
+        provider = self.provider
+        ids = [self.nbank_id, *provider.not_inventoried(cache)]
+        provider.outputs.check(
+            [o for i in dict.fromkeys(ids) for o in provider.objects_of(i) or [self]]
+        )
         with edge(self.query):
-            found = self.provider.resolver.locate_many(ids)
+            found = provider.resolver.locate_many(ids)
         for ident in dict.fromkeys(ids):
             located = found.get(ident)
-            for obj in self.provider.objects_of(ident) or [self]:
+            for obj in provider.objects_of(ident) or [self]:
                 key = str(obj.local_path())
                 if key in cache.exists_in_storage:
                     continue
@@ -278,7 +287,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
                 if located is not None and located.path is not None:
                     st = stat_or_none(located.path)
                     if st is not None:
-                        cache.mtime[key] = Mtime(storage=past(st.st_mtime))
+                        mtime = provider.storage_mtime(ident, st.st_mtime)
+                        cache.mtime[key] = Mtime(storage=mtime)
                         cache.size[key] = 0 if is_dir(st) else st.st_size
                 if located is not None and located.sha1:
                     cache.checksum[key] = "sha1:" + located.sha1
@@ -297,14 +307,23 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
     def exists(self) -> bool:
         if self.nbank_id is None:
             return False
+        self.provider.outputs.check([self])
         with edge(self.query):
             found = self.provider.resolver.locate_many([self.nbank_id])
         return self.nbank_id in found
 
     def mtime(self) -> float:
-        return past(os.stat(self._archived()).st_mtime)
+        located = self._located()
+        if located.path is None and self.provider.registry.serves_downloads:
+            return 0.0  # downloaded: immutable, so never newer than an output
+        archived = os.stat(self._archived()).st_mtime
+        return self.provider.storage_mtime(located.id, archived)
 
     def size(self) -> int:
+        located = self._located()
+        if located.path is None and self.provider.registry.serves_downloads:
+            with edge(self.query):
+                return self.provider.registry.download_size(located.id)
         st = os.stat(self._archived())
         return 0 if is_dir(st) else st.st_size
 
@@ -313,66 +332,91 @@ class StorageObject(StorageObjectRead, StorageObjectWrite):
         return f"sha1:{sha1}" if sha1 else None
 
     def local_footprint(self) -> int:
+        if self._located().path is None:
+            return self.size()  # downloaded
         return 0  # retrieved by a symbolic link
 
     def retrieve_object(self) -> None:
-        """Links the archived file into the local path (replacing an old link)."""
-        target = self._archived()
+        """Links the archived file into the local path (replacing an old link), or,
+        where no archive holding it is mounted, downloads it from the registry
+        (verified against its sha1) when the registry serves downloads."""
+        located = self._located()
         local = self.local_path()
         local.parent.mkdir(parents=True, exist_ok=True)
+        if located.path is None and self.provider.registry.serves_downloads:
+            self._download(located, local)
+            return
+        target = self._archived()
         tmp = local.with_name(f".{local.name}.{os.getpid()}.link")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         os.symlink(os.path.abspath(target), tmp)
         os.replace(tmp, local)
 
+    def _download(self, located: Located, local: Path) -> None:
+        sha1 = located.sha1
+        registry = self.provider.registry
+        with edge(self.query):
+            if sha1 is None:  # a derived output keeps its hash in its metadata
+                sha1 = record_sha1(registry.get_resource(located.id))
+            try:
+                registry.download(located.id, local, sha1=sha1)
+            except NotFound as err:
+                try:
+                    located.require_path()
+                except NotFound as here:
+                    raise NotFound(f"{here}; {err}") from err
+                raise
+        self.provider.logger.info(
+            f"Downloaded {self.query} from the registry {registry.url} (no archive "
+            "holding it is mounted here)"
+        )
+
     # -- writing -------------------------------------------------------------
     def store_object(self) -> None:
-        """Deposits the local file; the same content already archived under this id
-        is success, different content is an error."""
+        """Deposits the local file, with every other output of its job, all or
+        nothing (see :mod:`._outputs`); the same content already archived under
+        this id is success, different content is an error."""
         if self.nbank_id is None:
             raise WorkflowError(f"{self.query} is not a valid nbank query")
-        provider = self.provider
-        cfg, dtype = provider.archive_config(), provider.output_dtype()
-        # the user's metadata wins over provenance keys of the same name
-        metadata = {
-            **provider.jobs.provenance(self, provider.registry_url),
-            **provider.output_metadata,
-        }
-        item = DepositItem(source=self.local_path(), name=self.nbank_id)
-        with edge(self.query):
-            (result,) = deposit(
-                cfg,
-                [item],
-                dtype=dtype,
-                metadata=metadata,
-                registry=provider.registry,
-                keep_source=True,
-                exist_ok=True,
-            )
+        result = self.provider.outputs.store(self)
         if not result.ok:
             raise WorkflowError(
                 f"{self.query} was not deposited: {result.error}"
             ) from result.exception
-        provider.resolver.remember_deposit(result, cfg)
 
     def remove(self) -> None:
-        """Refuses unless ``allow_remove`` is ``yes``; then deletes the record and
-        the archived file (only in the workflow's archive)."""
-        if not self.provider.allow_remove:
-            raise WorkflowError(
-                f"{self.query} is archived and archived resources are immutable, so "
-                "it was not removed (Snakemake removes outputs before re-running "
-                "their job). Deposit new results under a new id, or allow removal "
-                "with allow_remove='yes' (--storage-nbank-allow-remove yes)"
-            )
+        """Keeps the archived resource and logs so, unless ``allow_remove`` is
+        ``yes``; then deletes the record and the archived file (only in the
+        workflow's archive). See :mod:`._remove`."""
         if self.nbank_id is None:
+            return
+        resolver = self.provider.resolver
+        with edge(self.query):
+            located = resolver.locate_many([self.nbank_id]).get(self.nbank_id)
+        if located is None:
+            return
+        if not self.provider.allow_remove:
+            unlink_if_shared(self.local_path(), located.path)
+            self.provider.logger.info(
+                f"Kept {self.query}: archived resources are immutable, so it was "
+                "not removed (allow_remove=yes lets Snakemake remove it). A rerun's "
+                "output is accepted if its content is the same"
+            )
             return
         cfg = self.provider.archive_config()
         with edge(self.query):
-            resolver = self.provider.resolver
-            located = resolver.locate_many([self.nbank_id]).get(self.nbank_id)
-            if located is None:
-                return
             withdraw(cfg, resolver.registry, located)
         resolver.forget(self.nbank_id)
+
+    def touch(self) -> None:
+        """``--touch``: accepts the archived resource as the output of its (changed)
+        rule without running the job; the archive is not changed."""
+        if self.nbank_id is None:
+            raise WorkflowError(f"{self.query} is not a valid nbank query")
+        self._located()  # NotFound (a WorkflowError) if it is not registered
+        self.provider.accepted.mark(self.nbank_id)
+        self.provider.logger.info(
+            f"Accepted the archived {self.query} as up to date (--touch); the "
+            "archive is unchanged"
+        )

@@ -26,7 +26,7 @@ from typing import Any
 
 from nbank_core import input_ref, provenance
 
-__all__ = ["JobIndex", "snakemake_version"]
+__all__ = ["JobIndex", "snakemake_version", "workflow_of_process"]
 
 
 @functools.cache
@@ -36,6 +36,11 @@ def snakemake_version() -> str:
         return metadata.version("snakemake")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def workflow_of_process() -> Any:
+    """The workflow Snakemake is running in this process, or None."""
+    return getattr(sys.modules.get("snakemake.workflow"), "workflow", None)
 
 
 class JobIndex:
@@ -48,8 +53,7 @@ class JobIndex:
 
     def job_of(self, path: str) -> Any:
         """The job of the running workflow with the output ``path``, or None."""
-        workflow = getattr(sys.modules.get("snakemake.workflow"), "workflow", None)
-        dag = getattr(workflow, "dag", None)
+        dag = getattr(workflow_of_process(), "dag", None)
         if dag is None:
             return None
         job = self._by_output.get(path)
@@ -58,6 +62,15 @@ class JobIndex:
             self._by_output = {str(f): j for j in dag.jobs for f in j.output}
             job = self._by_output.get(path)
         return job
+
+    def outputs_of(self, path: str) -> list[Any]:
+        """The files of the job that makes ``path``: its outputs, log and
+        benchmark files (empty without a job)."""
+        job = self.job_of(path)
+        if job is None:
+            return []
+        files = [*job.output, *(job.log or ())]
+        return files + ([job.benchmark] if job.benchmark else [])
 
     def provenance(self, obj: Any, registry_url: str) -> dict[str, Any]:
         """Metadata describing the job that made the output of storage object

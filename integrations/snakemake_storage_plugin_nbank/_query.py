@@ -1,17 +1,20 @@
 """Queries of the ``nbank`` storage plugin, as Snakemake sees them.
 
 The syntax is nbank's one query syntax (:func:`nbank_core.parse_query`):
-``nbank://ID``, ``nbank:ID`` (``nbank:/ID`` too, which Snakemake makes of
-``nbank://ID`` in places) or a bare ``ID``, each optionally followed by ``.ext``.
+``nbank://ID``, ``nbank:ID``, ``nbank:/ID`` or a bare ``ID``, each optionally
+followed by ``.ext``.
 What is Snakemake's own: a query may still hold ``{wildcards}`` (each stands for a
 valid part of an id or extension), a query of another storage provider
 (``s3://...``, ``https://...``) is not ours, every query is normalised to
-``nbank://ID[.ext]``, and normalising never raises.
+``nbank:/ID[.ext]``, and normalising never raises. That form is the one Snakemake
+makes of ``nbank://ID`` where it treats a query as a path (``--cleanup-metadata
+nbank://x``, ``--default-storage-prefix nbank:``), and Snakemake keys its metadata
+by the query: so those commands find the metadata of an output.
 
 >>> normalise("nbank:{unit}_spikes.csv")
-'nbank://{unit}_spikes.csv'
->>> normalise("nbank:/st32_1_2_1.wav")
-'nbank://st32_1_2_1.wav'
+'nbank:/{unit}_spikes.csv'
+>>> normalise("nbank://st32_1_2_1.wav")
+'nbank:/st32_1_2_1.wav'
 >>> parse("st32_1_2_1.wav")
 ('st32_1_2_1', '.wav')
 >>> invalid_reason("nbank://a/b") is not None
@@ -35,7 +38,7 @@ __all__ = [
     "parse",
 ]
 
-SCHEME = "nbank://"
+SCHEME = "nbank:/"  # the normal form: see the module docstring
 _OTHER_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -68,7 +71,7 @@ def invalid_reason(query: object) -> str | None:
 
 
 def normalise(query: str) -> str:
-    """Returns ``nbank://ID[.ext]`` for a valid query; anything else unchanged (this
+    """Returns ``nbank:/ID[.ext]`` for a valid query; anything else unchanged (this
     never raises: Snakemake also passes invalid queries through it)."""
     try:
         if invalid_reason(query) is None:

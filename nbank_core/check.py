@@ -42,6 +42,7 @@ from nbank_core.journal import (
     read_journals,
     writer_alive,
 )
+from nbank_core.mounts import registered_archive
 from nbank_core.registry import Registry, open_registry
 
 __all__ = ["Finding", "check_archive"]
@@ -93,7 +94,7 @@ class _Checker:
         self.special: set[str] = set()  # ids whose entry is not a file: not missing
 
     def run(self) -> list[Finding]:
-        archive = self.reg.find_archive_by_root(str(self.cfg.path))
+        archive = registered_archive(self.reg, self.cfg)
         if archive is None:
             raise NotFound(
                 f"the archive at '{self.cfg.path}' is not registered in {self.reg.url}"

@@ -37,6 +37,7 @@ from nbank_core.errors import (
     NbankError,
     NotFound,
 )
+from nbank_core.mounts import list_mounts, local_root
 from nbank_core.registry import Registry
 
 __all__ = ["Located", "Resolver", "resolver_for"]
@@ -66,7 +67,8 @@ class Located:
         )
         raise NotFound(
             f"'{self.id}' is registered in {where or 'no archive'}, but no copy is "
-            "on this host: mount that archive here or fetch the file"
+            "on this host: mount that archive here (if it is mounted at another "
+            "path, record it with 'nbank archive mount NAME PATH') or fetch the file"
         )
 
 
@@ -102,6 +104,7 @@ class Resolver:
         self._misses: dict[str, float] = {}  # fetched ahead, not found: once
         self._expected: set[str] = set()
         self._archives: dict[str, ArchiveConfig | None] = {}
+        self._mounts: dict[str, Path] | None = None  # read on first use
 
     def __getstate__(self) -> dict[str, Any]:
         return {"registry": self.registry, "ttl": self.ttl}
@@ -230,13 +233,20 @@ class Resolver:
         return out
 
     # -- helpers ---------------------------------------------------------------
-    def _archive(self, root: str) -> ArchiveConfig | None:
-        if root not in self._archives:
-            try:
-                self._archives[root] = read_config(root)
-            except (NbankError, OSError):
-                self._archives[root] = None  # not mounted here
-        return self._archives[root]
+    def _archive(self, root: str, name: str | None = None) -> ArchiveConfig | None:
+        """The archive ``name`` (registered at ``root``) on this host: where the
+        user mounted it (:mod:`nbank_core.mounts`), else at its root."""
+        if self._mounts is None:
+            self._mounts = list_mounts()
+        for where in local_root({"name": name, "root": root}, self._mounts):
+            if where not in self._archives:
+                try:
+                    self._archives[where] = read_config(where)
+                except (NbankError, OSError):
+                    self._archives[where] = None  # not mounted here
+            if self._archives[where] is not None:
+                return self._archives[where]
+        return None
 
     def _located(
         self, name: str, rec: dict[str, Any], shards: dict[Path, dict[str, Path]]
@@ -276,7 +286,7 @@ class Resolver:
                     "an absolute, normalised path, so it is refused: ask the "
                     "registry's administrator to correct the archive"
                 )
-            cfg = self._archive(root)
+            cfg = self._archive(root, loc.get("archive_name"))
             if cfg is not None:
                 path = _find(cfg, name, filename, shards)
                 if path is not None:

@@ -76,6 +76,7 @@ from nbank_core.journal import (
     parse_staged_name,
     staged_name,
 )
+from nbank_core.mounts import registered_archive
 from nbank_core.registry import Registry, open_registry
 
 __all__ = [
@@ -265,7 +266,7 @@ class _Batch:
 
     # -- the batch ---------------------------------------------------------------
     def run(self, files: Iterable[Any], jobs: int | None) -> list[DepositResult]:
-        archive = self.reg.find_archive_by_root(str(self.cfg.path))
+        archive = registered_archive(self.reg, self.cfg)
         if archive is None:
             raise NotFound(
                 f"the archive at '{self.cfg.path}' is not registered in "

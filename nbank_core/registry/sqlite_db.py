@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from nbank_core.errors import NotFound, RegistryError, RegistryUnavailable
+from nbank_core.netfs import warn_if_network
 
 __all__ = ["Database"]
 
@@ -97,6 +98,7 @@ class Database:
                     "NBANK_REGISTRY at an existing registry"
                 )
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            warn_if_network(self.path)  # once per file: SQLite's locks
         conn = sqlite3.connect(
             self.path, self.timeout, isolation_level=None, check_same_thread=False
         )

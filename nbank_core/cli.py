@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     asub = c.add_subparsers(dest="archive_command", metavar="ACTION", required=True)
     a = asub.add_parser("list", help="list registered archives")
     a.set_defaults(func=cmd_archive_list)
+
+    from nbank_core import cli_growth
+
+    cli_growth.add_commands(sub)
     return p
 
 

@@ -15,7 +15,7 @@ import pytest
 from nbank_fsspec import NbankFileSystem
 from servers import SITE_PACKAGE, DjangoRegistry
 
-from nbank_core import DepositItem, deposit
+from nbank_core import DepositItem, deposit, init_archive
 
 
 @dataclasses.dataclass
@@ -40,6 +40,18 @@ class Nb:
         src = self.tmp / "src" / f"{name}{suffix}"
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_bytes(data)
+        (result,) = deposit(
+            self.archive.path,
+            [DepositItem(src, name=name)],
+            dtype=self.archive.dtype,
+            registry=self.archive.registry,
+        )
+        assert result.ok, result.error
+        return result.path
+
+    def put_dir(self, name: str, src: Path) -> Path:
+        """Deposits the directory ``src`` under ``name`` (the archive must allow
+        directories) and returns the archived directory."""
         (result,) = deposit(
             self.archive.path,
             [DepositItem(src, name=name)],
@@ -76,6 +88,45 @@ def nb_fixture(
 ) -> Iterator[Nb]:
     """``nbank://`` on the test's archive; ``NBANK_REGISTRY`` (and ``NBANK_AUTH``)
     name its registry, so plain ``pd.read_csv("nbank://id")`` works too."""
+    yield from _nb(archive, monkeypatch, tmp_path, uniq)
+
+
+@dataclasses.dataclass
+class DirArchive:
+    """An archive that allows directory resources (the shape of conftest's
+    ``Archive``), with a datatype ``dir-<uniq>`` for them."""
+
+    cfg: Any
+    dtype: str
+    backend: Any
+    registry: Any
+
+    @property
+    def path(self) -> Path:
+        return self.cfg.path
+
+
+@pytest.fixture(name="nbd")
+def nbd_fixture(
+    backend, registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uniq: str
+) -> Iterator[Nb]:
+    """As ``nb``, on an archive with ``allow_directories``: ``nb.put_dir``."""
+    cfg = init_archive(
+        tmp_path / "archive",
+        registry=registry,
+        name=f"dirs-{uniq}",
+        allow_directories=True,
+    )
+    dtype = f"dir-{uniq}"
+    registry.add_datatype(dtype, "application/x-directory")
+    yield from _nb(
+        DirArchive(cfg, dtype, backend, registry), monkeypatch, tmp_path, uniq
+    )
+
+
+def _nb(
+    archive: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uniq: str
+) -> Iterator[Nb]:
     backend = archive.backend
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)

@@ -13,7 +13,9 @@ holds, through the registry's download methods
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from glob import has_magic
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,7 @@ class Reading(AbstractFileSystem):
         self, loc: Located, local: Path | None, start: int | None, end: int | None
     ) -> bytes:
         if local is not None:
-            with open(local, "rb") as f:
+            with _missing_entry(loc), open(local, "rb") as f:
                 lo, hi = _bounds(start, end, os.fstat(f.fileno()).st_size)
                 f.seek(lo)
                 return f.read(max(hi - lo, 0))
@@ -133,9 +135,10 @@ class Reading(AbstractFileSystem):
     ) -> Any:
         loc, inner, local = self._entry(path)
         if local is not None:
-            return ArchivedFile(
-                str(local), f"{loc.id}/{inner}" if inner else loc.id, self
-            )
+            with _missing_entry(loc):
+                return ArchivedFile(
+                    str(local), f"{loc.id}/{inner}" if inner else loc.id, self
+                )
         size = self.registry.download_size(loc.id)
         data = self.registry.read_download(loc.id) if size <= SMALL else None
         return RemoteFile(
@@ -148,6 +151,19 @@ class Reading(AbstractFileSystem):
             cache_options=cache_options,
             **kwargs,
         )
+
+
+@contextlib.contextmanager
+def _missing_entry(loc: Located) -> Iterator[None]:
+    """Opening an entry that is not there (inside a directory resource, or
+    inside a file resource, which has no entries) is FileNotFoundError."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise NotFound(
+            f"no such entry in the resource '{loc.id}': '{err.filename}' does not "
+            "exist (fs.ls() or fs.find() shows what it holds)"
+        ) from None
 
 
 def _bounds(start: int | None, end: int | None, size: int) -> tuple[int, int]:

@@ -1,31 +1,33 @@
 """Reading many small resources by id through ``nbank://``, against reading the same
-files by path, on the embedded registry and on a real django-neurobank.
+files by path, on the embedded registry (and, with ``--django``, a real
+django-neurobank).
 
-For each registry: deposit N small CSV files, then time N reads in each scenario and
-count the requests it made. Requests are counted twice: calls to the Registry object
-the filesystem holds (client side, both registries), and lines gunicorn wrote to its
-access log (server side, django-neurobank only; ``GUNICORN_CMD_ARGS`` turns the log
-on). The page cache is warmed first, so the by-path rows measure reading, not disk.
+Deposits N small CSV files, then runs each scenario ROUNDS times (default 3) in one
+run and reports the median, with the registry calls it made (calls to the Registry
+object the filesystem holds). Before every round of a by-id scenario the shared
+lookup cache is emptied, so each read asks the registry once, as a first read does.
+The page cache is warm, so the by-path rows measure reading, not disk.
 
-Rows: reading by path (the baseline); by id one resolve per file; by id after one
-bulk resolve (``fs.locate``: 500 ids per request); ``fs.cat(ids)`` (bulk resolve,
-then raw bytes); and, on django-neurobank, the same ids with their archive not
-mounted, read from the registry's download endpoint.
+The rows under "what the by-id overhead is made of" time one part each, per file:
+pandas's own probe for botocore (``import_optional_dependency("botocore")``, which
+pandas runs for every fsspec URL and which fails when botocore is not installed),
+fsspec's open of an ``nbank://`` URL with the id already resolved, and the
+registry lookup alone (``Resolver.locate_many([id], fresh=True)``).
 
-    .venv/bin/python benchmarks/bench_fsspec.py            # N = 1000
-    .venv/bin/python benchmarks/bench_fsspec.py -n 200 --skip-django
+    .venv/bin/python benchmarks/bench_fsspec.py            # N = 300, embedded
+    .venv/bin/python benchmarks/bench_fsspec.py -n 1000 --django
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import fsspec  # noqa: E402
 import pandas as pd  # noqa: E402
-from fsspec_helpers import make_downloadable  # noqa: E402
 from nbank_fsspec import NbankFileSystem  # noqa: E402
+from pandas.compat._optional import import_optional_dependency  # noqa: E402
 from servers import start_django_registry  # noqa: E402
 
 from nbank_core import DepositItem, deposit, init_archive, open_registry  # noqa: E402
@@ -69,20 +71,6 @@ class Counter:
             setattr(reg, name, counted)
 
 
-class AccessLog:
-    """Lines in gunicorn's access log: one per HTTP request the server answered."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-
-    def count(self) -> int | None:
-        if self.path is None:
-            return None
-        time.sleep(0.2)  # let the workers write their last lines
-        with self.path.open("rb") as f:
-            return sum(1 for _ in f)
-
-
 def build(url: str, auth: Any, root: Path, n: int, tmp: Path) -> list[Path]:
     """An archive with N small CSV resources ``r<i>_<tag>``; returns their paths."""
     reg = open_registry(url, auth=auth, create=True)
@@ -104,114 +92,6 @@ def build(url: str, auth: Any, root: Path, n: int, tmp: Path) -> list[Path]:
     return [r.path for r in results]
 
 
-def fresh_fs(url: str, counter: Counter, **options: Any) -> NbankFileSystem:
-    NbankFileSystem.clear_instance_cache()
-    fs = fsspec.filesystem("nbank", registry=url, **options)
-    counter.attach(fs)
-    return fs
-
-
-@contextlib.contextmanager
-def measured(
-    rows: list[dict], label: str, kind: str, log: AccessLog, counter: Counter, n: int
-) -> Iterator[None]:
-    before = log.count()
-    counter.calls = 0
-    t0 = time.perf_counter()
-    yield
-    wall = time.perf_counter() - t0
-    after = log.count()
-    rows.append(
-        {
-            "registry": kind,
-            "scenario": label,
-            "registry calls": counter.calls,
-            "HTTP requests": "-" if before is None else after - before,
-            "wall s": f"{wall:.2f}",
-            "ms/file": f"{1000 * wall / n:.2f}",
-        }
-    )
-    print(f"  {kind:9} {label:48} {wall:7.2f} s", file=sys.stderr)
-
-
-def scenarios(
-    kind: str,
-    url: str,
-    paths: list[Path],
-    log: AccessLog,
-    rows: list[dict],
-    download: Callable[[], Any] | None,
-) -> None:
-    n = len(paths)
-    ids = [p.stem for p in paths]
-    for p in paths:  # warm the page cache
-        p.read_bytes()
-    counter = Counter()
-    opts = {"registry": url}
-    with measured(rows, "by path: pd.read_csv(path)", kind, log, counter, n):
-        for p in paths:
-            pd.read_csv(p)
-    fs = fresh_fs(url, counter)
-    with measured(rows, "by id: pd.read_csv('nbank://id')", kind, log, counter, n):
-        for i in ids:
-            pd.read_csv(f"nbank://{i}", storage_options=opts)
-    fs = fresh_fs(url, counter)
-    with measured(rows, "by id: fs.locate(ids) alone (bulk)", kind, log, counter, n):
-        fs.locate(ids)
-    # the loops below may outlast the default ttl (10 s) on a slow machine: keep
-    # the bulk answers for the whole loop, so the counts show the design
-    long = {**opts, "ttl": 600}
-    fs = fresh_fs(url, counter, ttl=600)
-    with measured(
-        rows, "by id: fs.locate(ids), then pd.read_csv (ttl 600)", kind, log, counter, n
-    ):
-        fs.locate(ids)
-        for i in ids:
-            pd.read_csv(f"nbank://{i}", storage_options=long)
-    fs = fresh_fs(url, counter, ttl=600)
-    with measured(
-        rows, "by id: fs.locate(ids), then fs.open + read_csv", kind, log, counter, n
-    ):
-        fs.locate(ids)
-        for i in ids:
-            with fs.open(i) as f:
-                pd.read_csv(f)
-    with measured(rows, "by path: open(path).read()", kind, log, counter, n):
-        for p in paths:
-            with open(p, "rb") as f:
-                f.read()
-    fs = fresh_fs(url, counter)
-    with measured(rows, "by id: fs.cat(ids) (bulk resolve)", kind, log, counter, n):
-        out = fs.cat(ids)
-    assert len(out) == n
-    if download is not None:
-        with download():
-            fs = fresh_fs(url, counter)
-            with measured(
-                rows,
-                "not mounted: fs.cat(ids) via download/",
-                kind,
-                log,
-                counter,
-                n,
-            ):
-                out = fs.cat(ids)
-            assert len(out) == n and all(out.values())
-            fs = fresh_fs(url, counter, ttl=600)
-            with measured(
-                rows,
-                "not mounted: locate, pd.read_csv via download/ (ttl 600)",
-                kind,
-                log,
-                counter,
-                n,
-            ):
-                fs.locate(ids)
-                for i in ids:
-                    pd.read_csv(f"nbank://{i}", storage_options=long)
-    NbankFileSystem.clear_instance_cache()
-
-
 def table(rows: list[dict]) -> str:
     cols = list(rows[0])
     width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
@@ -222,10 +102,110 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def probe_botocore() -> None:
+    """What pandas does for every fsspec URL before opening it."""
+    try:
+        import_optional_dependency("botocore")
+    except ImportError:
+        pass
+
+
+def run(kind: str, url: str, auth: Any, paths: list[Path], rounds: int) -> list[dict]:
+    n = len(paths)
+    ids = [p.stem for p in paths]
+    for p in paths:  # warm the page cache
+        p.read_bytes()
+    opts: dict[str, Any] = {"registry": url}
+    if auth:
+        opts["auth"] = ":".join(auth)
+    NbankFileSystem.clear_instance_cache()
+    fs = fsspec.filesystem("nbank", **opts)
+    counter = Counter()
+    counter.attach(fs)
+    resolver = fs._resolver
+
+    def by_id_read_csv() -> None:
+        for i in ids:
+            pd.read_csv(f"nbank://{i}", storage_options=opts)
+
+    def by_id_fs_open() -> None:
+        for i in ids:
+            with fs.open(i) as f:
+                pd.read_csv(f)
+
+    def bulk_then_read_csv() -> None:
+        fs.locate(ids)
+        by_id_read_csv()
+
+    def fsspec_open_only() -> None:
+        for i in ids:
+            fsspec.open(f"nbank://{i}", "rb", **opts).open().close()
+
+    scenarios: list[tuple[str, Callable[[], Any], bool]] = [
+        ("by path: pd.read_csv(path)", lambda: [pd.read_csv(p) for p in paths], False),
+        ("by id: pd.read_csv('nbank://id')", by_id_read_csv, True),
+        ("by id: pd.read_csv(fs.open(id))", by_id_fs_open, True),
+        (
+            "by id: fs.locate(ids), then pd.read_csv('nbank://id')",
+            bulk_then_read_csv,
+            True,
+        ),
+        ("by id: fs.cat(ids) (bulk resolve)", lambda: fs.cat(ids), True),
+        (
+            "by path: open(path).read()",
+            lambda: [Path(p).read_bytes() for p in paths],
+            False,
+        ),
+        (
+            "part: pandas's botocore probe alone",
+            lambda: [probe_botocore() for _ in ids],
+            False,
+        ),
+        ("part: fsspec.open('nbank://id').open(), resolved", fsspec_open_only, False),
+        (
+            "part: registry lookup alone (locate_many fresh)",
+            lambda: [resolver.locate_many([i], fresh=True) for i in ids],
+            False,
+        ),
+    ]
+    rows = []
+    for label, call, cold in scenarios:
+        times, calls = [], []
+        for _ in range(rounds):
+            if cold:
+                resolver.forget()
+            else:  # the "resolved" part: every id already in the cache
+                resolver.forget()
+                fs.locate(ids)
+            counter.calls = 0
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+            calls.append(counter.calls)
+        wall = statistics.median(times)
+        rows.append(
+            {
+                "registry": kind,
+                "scenario": label,
+                "registry calls": int(statistics.median(calls)),
+                "median s": f"{wall:.3f}",
+                "ms/file": f"{1000 * wall / n:.3f}",
+                "rounds (s)": " ".join(f"{t:.3f}" for t in times),
+            }
+        )
+        print(f"  {kind:9} {label:58} {wall:7.3f} s", file=sys.stderr)
+    base = float(rows[0]["median s"])
+    for r in rows:
+        r["x by path"] = f"{float(r['median s']) / base:.2f}"
+    NbankFileSystem.clear_instance_cache()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=1000, help="resources (default 1000)")
-    parser.add_argument("--skip-django", action="store_true")
+    parser.add_argument("-n", type=int, default=300, help="resources (default 300)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (median)")
+    parser.add_argument("--django", action="store_true", help="also django-neurobank")
     args = parser.parse_args(argv)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-fsspec-") as d:
@@ -233,35 +213,16 @@ def main(argv: list[str] | None = None) -> None:
         url = "sqlite://" + str(tmp / "registry.sqlite")
         print(f"embedded: depositing {args.n} files", file=sys.stderr)
         paths = build(url, None, tmp / "archive", args.n, tmp)
-        scenarios("embedded", url, paths, AccessLog(None), rows, None)
-        if not args.skip_django:
-            access = tmp / "access.log"
-            os.environ["GUNICORN_CMD_ARGS"] = f"--access-logfile {access}"
-            try:
-                server = start_django_registry(tmp / "django", page_size=100)
-            finally:
-                del os.environ["GUNICORN_CMD_ARGS"]
-            with server:
+        rows += run("embedded", url, None, paths, args.rounds)
+        if args.django:
+            with start_django_registry(tmp / "django", page_size=100) as server:
                 print(f"django: depositing {args.n} files", file=sys.stderr)
-                root = server.workdir / "sendfile" / "archive"  # servable
-                paths = build(server.url, server.auth, root, args.n, tmp)
-                reg = open_registry(server.url, auth=server.auth)
-                make_downloadable(server, reg.get_resource(paths[0].stem)["dtype"])
-                reg.close()
-
-                @contextlib.contextmanager
-                def unmounted() -> Iterator[None]:
-                    config = root / "nbank.json"
-                    config.rename(root / "nbank.json.away")
-                    try:
-                        yield
-                    finally:
-                        (root / "nbank.json.away").rename(config)
-
-                scenarios(
-                    "django", server.url, paths, AccessLog(access), rows, unmounted
-                )
-    print(f"\nReading {args.n} small CSV resources (one client thread)\n")
+                paths = build(server.url, server.auth, tmp / "darchive", args.n, tmp)
+                rows += run("django", server.url, server.auth, paths, args.rounds)
+    print(
+        f"\nReading {args.n} small CSV resources (one client thread), median of "
+        f"{args.rounds} rounds\n"
+    )
     print(table(rows))
 
 

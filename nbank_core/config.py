@@ -23,7 +23,7 @@ Environment:
 
 >>> s = Settings.from_env(registry="http://127.0.0.1:8000/neurobank/", auth="me:pw")
 >>> s
-Settings(registry='http://127.0.0.1:8000/neurobank/', timeout=30.0, archive=None)
+Settings(registry='http://127.0.0.1:8000/neurobank/', timeout=30.0)
 """
 
 from __future__ import annotations
@@ -128,6 +128,15 @@ class Settings:
         if isinstance(auth, str) or auth is None:
             auth = parse_auth(auth if auth is not None else os.environ.get(ENV_AUTH))
         return cls(registry=url, auth=auth, timeout=timeout or 30.0)
+
+    def __repr__(self) -> str:
+        from nbank_core.redact import mask_url
+
+        archive = "" if self.archive is None else f", archive={self.archive!r}"
+        return (
+            f"Settings(registry={mask_url(self.registry)!r}, "
+            f"timeout={self.timeout!r}{archive})"
+        )
 
     def open(self, *, create: bool = False) -> Registry:
         """Opens the registry these settings name (``create``: an embedded

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from nbank_core.errors import ConfigError
+from nbank_core.redact import mask_url
 from nbank_core.registry.base import BULK_BATCH, Registry
 
 __all__ = [
@@ -72,17 +73,6 @@ def _kind(url: str, path_ok: bool = False) -> str:
     if path_ok and (scheme is None or len(m["scheme"]) == 1):  # C:\ on Windows
         return "sqlite"
     raise ConfigError(f"invalid registry URL {mask_url(url)!r}: {_ACCEPTED}")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with the password of ``user:password@`` masked, for messages.
-
-    >>> mask_url("https://me:s3cret@host/neurobank/")
-    'https://me:***@host/neurobank/'
-    """
-    if not isinstance(url, str):
-        return repr(url)
-    return re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
 def is_embedded_url(url: str, *, path_ok: bool = False) -> bool:

@@ -223,6 +223,7 @@ _COUNTED = (
     "get_resources",
     "locate_resources",
     "get_datatype",
+    "list_datatypes",
     "list_archives",
     "search",
     "add_resource",

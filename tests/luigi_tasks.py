@@ -167,3 +167,93 @@ class Daily(NbankTask):
 def days(start: datetime.date, n: int) -> list[datetime.date]:
     """``n`` consecutive dates from ``start``."""
     return [start + datetime.timedelta(days=k) for k in range(n)]
+
+
+class Typed(NbankTask):
+    """Writes ``<name><ext>`` naming no datatype: the extension must name it."""
+
+    name = luigi.Parameter()
+    ext = luigi.Parameter()
+    run_log = luigi.Parameter(default="", significant=False)
+
+    def output(self):
+        return NbankTarget(f"{self.name}{self.ext}")
+
+    def run(self):
+        note_run(self.run_log, f"Typed {self.name}")
+        with self.output().open("w") as out:
+            out.write(f"typed {self.name}\n")
+
+
+class AfterTyped(NbankTask):
+    """Depends on ``Typed``: not run when that one cannot be."""
+
+    name = luigi.Parameter()
+    ext = luigi.Parameter()
+    run_log = luigi.Parameter(default="", significant=False)
+
+    def requires(self):
+        return Typed(name=self.name, ext=self.ext, run_log=self.run_log)
+
+    def output(self):
+        return NbankTarget(f"{self.name}_after{self.ext}")
+
+    def run(self):
+        note_run(self.run_log, f"AfterTyped {self.name}")
+        with self.input().open() as src, self.output().open("w") as out:
+            out.write(src.read())
+
+
+FORMATS = {
+    "nop": luigi.format.Nop,
+    "utf8": luigi.format.UTF8,
+    "gzip": luigi.format.Gzip,
+    "utf8-gzip": luigi.format.UTF8 >> luigi.format.Gzip,
+    "newline": luigi.format.SysNewLine,
+}
+TEXT_FORMATS = {"utf8", "utf8-gzip"}
+
+
+def formatted_content(name: str) -> str:
+    return f"gr\u00fcn {name}\nline 2\n"
+
+
+class Formatted(NbankTask):
+    """Writes ``formatted_content(name)`` through the luigi format ``fmt`` (text
+    for text formats, UTF-8 bytes otherwise); ``fail`` raises mid-write."""
+
+    name = luigi.Parameter()
+    fmt = luigi.ChoiceParameter(choices=list(FORMATS))
+    fail = luigi.BoolParameter(default=False)
+
+    def output(self):
+        return NbankTarget(self.name, format=FORMATS[self.fmt])
+
+    def run(self):
+        data = formatted_content(self.name)
+        with self.output().open("w") as out:
+            out.write(data if self.fmt in TEXT_FORMATS else data.encode())
+            if self.fail:
+                out.flush()
+                raise RuntimeError("the analysis crashed mid-write")
+
+
+class Unformat(NbankTask):
+    """Reads ``Formatted(name, fmt)`` through its format and writes it plain."""
+
+    name = luigi.Parameter()
+    fmt = luigi.ChoiceParameter(choices=list(FORMATS))
+
+    def requires(self):
+        return Formatted(name=self.name, fmt=self.fmt)
+
+    def output(self):
+        return NbankTarget(f"{self.name}_plain")
+
+    def run(self):
+        with self.input().open("r") as src:
+            data = src.read()
+        if self.fmt not in TEXT_FORMATS:
+            data = data.decode()
+        with self.output().open("w") as out:
+            out.write(data)

@@ -135,12 +135,11 @@ def test_range_tools_use_bulk_complete(nbank_env, monkeypatch, uniq):
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     names = [f"{prefix}{d:%Y%m%d}" for d in dates[:-1]]  # stop is exclusive
     assert len(nbank_env.registry.get_resources(names)) == 9
-    # bulk_complete: 1 lookup; the 3 missing days are expected together: the
-    # first check of one (RangeDaily.complete() stops there) brings all three,
-    # which answers the scheduler's checks of the two others; the scheduler's
-    # check of the first is asked again (the core keeps no "missing" for an id
-    # that was asked); then one fresh check after each of the 3 runs
-    assert counts["locate_resources"] == 1 + 2 + 3, counts
+    # bulk_complete: 1 lookup, which also answers the next check of each of the
+    # 3 missing days; the first of them is checked twice (RangeDaily.complete()
+    # stops there, then the scheduler asks), so 1 more, which brings the other
+    # two again; then one fresh check after each of the 3 runs
+    assert counts["locate_resources"] == 1 + 1 + 3, counts
 
 
 def test_stale_answers_are_asked_again_and_prefetched_together(

@@ -5,6 +5,8 @@ both registries."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from luigi_helpers import (
     LuigiStatusCode,
@@ -45,7 +47,12 @@ def test_outputs_are_deposited_with_provenance_and_a_rerun_does_nothing(
         "step": "Upper",
         "parameters": {"unit": f"st{uniq}"},
         "inputs": [f"st{uniq}"],
+        # a derived output: its hash is metadata, not the registry's sha1
+        "content_sha1": hashlib.sha1(
+            f"SPIKES OF {uniq.upper()}\n".encode()
+        ).hexdigest(),
     }
+    assert record["sha1"] is None
     out = nbank_env.cfg.find_file(f"st{uniq}_up")
     assert out.read_text() == f"SPIKES OF {uniq.upper()}\n"
     assert len(runs(log)) == 1

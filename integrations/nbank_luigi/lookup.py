@@ -15,6 +15,10 @@ is trusted for a few seconds; a "missing" is never kept, except that an id
 fetched ahead answers one question from that fetch. Registry errors propagate.
 ``[nbank] prefetch = false`` turns the expecting off (one request per check).
 
+Datatypes are looked up here too (:func:`datatype`, :func:`dtype_for_suffix`):
+every output of a schedule asks about the same few, so an answer (a datatype,
+or "none has that extension") is kept for a few seconds.
+
 This module knows targets only by their ``id`` and ``settings`` (see
 :class:`NbankResourceLike`), so it imports nothing else of ``nbank_luigi`` but
 its configuration.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
@@ -34,12 +39,24 @@ from typing import Any, Protocol, runtime_checkable
 import luigi
 from luigi.task import flatten
 
-from nbank_core import Located, Resolver, Settings, clear_shared, resolver_for
+from nbank_core import (
+    ConfigError,
+    Located,
+    NotFound,
+    Resolver,
+    Settings,
+    canonical_url,
+    clear_shared,
+    resolver_for,
+)
+from nbank_core import dtype_for_suffix as core_dtype_for_suffix
 from nbank_luigi.config import setting
 
 __all__ = [
     "NbankResourceLike",
     "clear_cache",
+    "datatype",
+    "dtype_for_suffix",
     "expect_again",
     "locate",
     "note",
@@ -52,6 +69,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _watched: dict[str, Any] = {"pid": None, "tasks": []}
+DATATYPE_TTL = 10.0  # seconds an answer about datatypes is kept
+_datatypes: dict[tuple[str, str, str], tuple[float, Any, type[Exception] | None]] = {}
 
 
 @runtime_checkable
@@ -82,13 +101,16 @@ def locate(target: NbankResourceLike) -> Located | None:
     return resolver(target.settings).locate_many([target.id]).get(target.id)
 
 
-def refresh(targets: Iterable[NbankResourceLike]) -> dict[Any, bool]:
+def refresh(
+    targets: Iterable[NbankResourceLike], *, ahead: bool = False
+) -> dict[Any, bool]:
     """Asks the registry now whether each of ``targets`` exists (registered and
     in an archive here), one bulk request per registry; returns
-    ``{target: exists}``."""
+    ``{target: exists}``. With ``ahead``, each one found missing also answers
+    its next question from this request (luigi asks again at once)."""
     out: dict[Any, bool] = {}
     for res, group in _by_resolver(targets).items():
-        found = res.locate_many([t.id for t in group], fresh=True)
+        found = res.locate_many([t.id for t in group], fresh=True, keep_misses=ahead)
         for t in group:
             loc = found.get(t.id)
             out[t] = loc is not None and loc.path is not None
@@ -112,6 +134,46 @@ def prefetch(items: Iterable[Any]) -> None:
             res.forget(name)  # asked for now, whatever is remembered
         res.expect(names[1:])  # fetched with the first: each answers once
         res.locate_many(names[:1], fresh=True)
+
+
+def datatype(settings: Settings, name: str) -> dict[str, Any]:
+    """The registered datatype ``name``; NotFound if there is none."""
+    return _kept(settings, "name", name, lambda reg: reg.get_datatype(name))
+
+
+def dtype_for_suffix(settings: Settings, suffix: str) -> str:
+    """The one datatype whose extension is ``suffix`` (the core's
+    :func:`nbank_core.dtype_for_suffix`); its ConfigError when none or several
+    have it."""
+    return _kept(
+        settings,
+        "suffix",
+        suffix.lstrip(".").lower(),
+        lambda reg: core_dtype_for_suffix(suffix, registry=reg),
+    )
+
+
+def _kept(settings: Settings, kind: str, key: str, ask: Any) -> Any:
+    """``ask(registry)``, or its answer (a value, a ConfigError or NotFound) kept
+    for :data:`DATATYPE_TTL` seconds; other errors (registry down) are not kept."""
+    where = (canonical_url(settings.registry), kind, key)
+    now = time.monotonic()
+    with _lock:
+        kept = _datatypes.get(where)
+    if kept is not None and now - kept[0] < DATATYPE_TTL:
+        when, value, error = kept
+        if error is not None:
+            raise error(value)
+        return value
+    try:
+        value = ask(resolver(settings).registry)
+    except (ConfigError, NotFound) as err:
+        with _lock:
+            _datatypes[where] = (now, str(err), type(err))
+        raise
+    with _lock:
+        _datatypes[where] = (now, value, None)
+    return value
 
 
 def expect_again(targets: Iterable[NbankResourceLike]) -> None:
@@ -169,4 +231,5 @@ def clear_cache() -> None:
     front end filled them) and every watched task (tests, long runs)."""
     with _lock:
         _watched.update(pid=os.getpid(), tasks=[])
+        _datatypes.clear()
     clear_shared()

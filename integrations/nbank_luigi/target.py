@@ -5,7 +5,9 @@ archive mounted here; registry errors propagate (luigi reports them) rather than
 reading as "missing", which would rerun tasks. ``open("r")`` reads the archived
 file; ``open("w")`` and ``temporary_path()`` write a staged output inside the
 archive (:class:`nbank_core.StagedOutput`) and deposit it on success, publishing
-nothing if the block raises.
+nothing if the block raises. With ``format=`` (luigi's formats: ``Gzip``,
+``Nop``, ``UTF8``, chains of them) both go through the format's pipes, as for
+a :class:`luigi.LocalTarget`.
 
 >>> t = NbankTarget("nbank://st32_1_spikes", registry="sqlite:///tmp/r.sqlite")
 >>> t.id, str(t)
@@ -15,12 +17,14 @@ nothing if the block raises.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import luigi
+from luigi.format import FileWrapper, Format
 
 from nbank_core import (
     ArchiveConfig,
@@ -37,7 +41,7 @@ from nbank_core import (
 )
 from nbank_luigi import lookup
 from nbank_luigi.config import resolve_settings, setting
-from nbank_luigi.writer import Commit, open_output
+from nbank_luigi.writer import Commit, open_formatted, open_output
 
 __all__ = ["NbankTarget"]
 
@@ -53,7 +57,18 @@ class NbankTarget(luigi.Target):
     ``dtype``, ``metadata`` and ``suffix`` (the stored file's extension, default
     the datatype's) apply to writes; a target returned by an
     :class:`~nbank_luigi.NbankTask`'s ``output()`` also takes the task's
-    ``dtype`` and provenance metadata. ``archive`` and ``registry`` default to
+    ``dtype`` and provenance metadata. With no datatype named by the target, the
+    task or ``[nbank] dtype``, the extension names it when exactly one registered
+    datatype has it (:meth:`check_writable` says why not, before a task runs).
+    Outputs are registered as derived (their hash in ``content_sha1``
+    metadata), so identical results under different ids are all deposited.
+
+    ``format`` is one of luigi's formats, as for a ``LocalTarget``: then
+    ``open("r")`` and ``open("w")`` read and write through it, and it decides
+    between text and bytes (``luigi.format.Nop``: bytes; ``UTF8``: text;
+    ``Gzip``: bytes, compressed; ``UTF8 >> Gzip``: text, compressed); a ``b``
+    or ``t`` in the mode is ignored. Without one, ``r``/``w`` are UTF-8 text
+    and ``rb``/``wb`` bytes. ``archive`` and ``registry`` default to
     the ``[nbank]`` settings; with an archive, its registry is used, and a
     ``registry`` that is not the archive's is an error here, before any task
     runs. A full URL of another registry makes a target that reads from it. The
@@ -75,6 +90,7 @@ class NbankTarget(luigi.Target):
         suffix: str | None = None,
         archive: str | os.PathLike[str] | None = None,
         registry: str | None = None,
+        format: Format | None = None,  # noqa: A002 - luigi's name for it
     ) -> None:
         query = parse_query(str(id))  # InvalidIdentifier is a ValueError
         self.id = query.id
@@ -92,6 +108,9 @@ class NbankTarget(luigi.Target):
             # named by its URL in another registry: read from there, never written
             self.settings = resolve_settings(query.registry, use_archive=False)
             self._elsewhere = True
+        if format is not None and not hasattr(format, "pipe_writer"):
+            raise ConfigError(f"invalid format {format!r}: expected a luigi format")
+        self.format = format
         self.dtype = dtype
         self.metadata = dict(metadata or {})
         self.task: luigi.Task | None = None  # the task whose output this is
@@ -153,7 +172,10 @@ class NbankTarget(luigi.Target):
     ) -> IO[Any]:
         """Opens the archived file (``r``/``rb``) or a new output (``w``/``wb``)
         that is deposited when closed, and discarded if the ``with`` block
-        raises."""
+        raises. With a ``format``, it reads or writes through the format's pipes
+        and decides text or bytes (``encoding`` and ``newline`` are its own)."""
+        if self.format is not None:
+            return self._open_formatted(mode, encoding, newline)
         if mode in _READ_MODES:
             if "b" in mode:
                 return open(self.locate(), "rb")  # noqa: SIM115 - the caller closes
@@ -164,7 +186,35 @@ class NbankTarget(luigi.Target):
             return open_output(staged, commit, mode, encoding=encoding, newline=newline)
         raise ValueError(f"unsupported mode {mode!r}: use 'r', 'rb', 'w' or 'wb'")
 
+    def _open_formatted(
+        self, mode: str, encoding: str | None, newline: str | None
+    ) -> IO[Any]:
+        assert self.format is not None
+        if encoding is not None or newline is not None:
+            raise ValueError(
+                "the target's format decides the encoding and newlines: use "
+                "e.g. format=luigi.format.TextFormat(encoding=...), not open(...)"
+            )
+        rw = mode.replace("b", "").replace("t", "")
+        if rw == "r":
+            raw = FileWrapper(io.BufferedReader(io.FileIO(self.locate(), "r")))
+            return self.format.pipe_reader(raw)  # type: ignore[no-any-return]
+        if rw == "w":
+            commit = self._committer()
+            staged = StagedOutput(self._archive(), self.id, self._suffix())
+            return open_formatted(staged, commit, self.format)
+        raise ValueError(f"unsupported mode {mode!r}: use 'r' or 'w' with a format")
+
     # -- writing ---------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raises what a write would fail with, before anything is written: no
+        archive here, an archive that names resources itself, no datatype (none
+        named and none or several registered for the extension), an unknown
+        datatype. Answers about datatypes are kept for a few seconds, so a
+        schedule of many tasks asks about each datatype once."""
+        self._archive()
+        self._suffix()
+
     @contextlib.contextmanager
     def temporary_path(self) -> Iterator[str]:
         """Yields a path (not yet created) inside the archive's staging directory;
@@ -203,7 +253,11 @@ class NbankTarget(luigi.Target):
         metadata.update(self.metadata)  # the user's keys win
 
         def commit(staged: StagedOutput) -> DepositResult:
-            result = staged.commit(registry, dtype=dtype, metadata=metadata)
+            # derived: the hash is kept in metadata, so identical results under
+            # other ids (two empty lists) are deposited too
+            result = staged.commit(
+                registry, dtype=dtype, metadata=metadata, derived=True
+            )
             if result.path is not None:
                 self.resolver.remember_deposit(result, staged.archive)
             return result
@@ -211,20 +265,25 @@ class NbankTarget(luigi.Target):
         return commit
 
     def _dtype(self) -> str:
+        """The datatype named by the target, the task or ``[nbank]``, else the
+        one registered for the extension (the core's ConfigError if not one)."""
         dtype = self.dtype or getattr(self.task, "dtype", None) or setting("dtype")
-        if not dtype:
+        if dtype:
+            return dtype
+        if not self.suffix:
             raise ConfigError(
                 f"no datatype for output '{self.id}': set dtype on the task, "
-                "NbankTarget(dtype=...), or dtype in the [nbank] section"
+                "NbankTarget(dtype=...), or dtype in the [nbank] section, or give "
+                "the output an extension that one registered datatype has"
             )
-        return dtype
+        return lookup.dtype_for_suffix(self.settings, self.suffix)
 
     def _suffix(self) -> str:
         """The stored file's extension: the target's, else the datatype's (which
         also checks that the datatype exists)."""
+        info = lookup.datatype(self.settings, self._dtype())
         if self.suffix is not None:
             return self.suffix
-        info = self.resolver.registry.get_datatype(self._dtype())
         ext = (info.get("extension") or "").lstrip(".")
         return f".{ext}" if ext else ""
 

@@ -22,6 +22,12 @@ task: when written it takes the task's ``dtype`` (unless the target names one)
 and :meth:`NbankTask.output_metadata`. ``output()`` runs once per task instance
 (luigi outputs derive from parameters) and its result is reused.
 
+Before a task runs, each of its outputs is checked for what a write needs (an
+archive here, a datatype: named, or the one registered for the output's
+extension): a task that is not complete fails its completeness check with the
+reason, so luigi reports it when it schedules the task and never runs it; its
+``run()`` checks again first (for a worker that did not schedule it).
+
 After ``run()`` returns, ``on_success`` asks the registry (not the cache)
 whether every output was deposited and fails the task, naming the missing ones,
 if not; a subclass that overrides ``on_success`` must call
@@ -65,7 +71,8 @@ class NbankTask(luigi.Task):
     ``[nbank] dtype`` applies when neither the task nor the target names one.
     Depositing identical content under an existing id succeeds (a rerun after a
     lost registry answer is harmless); different content fails the task with a
-    message naming both hashes.
+    message naming both hashes. Identical content under different ids (two
+    empty results) is deposited for each.
     """
 
     dtype: ClassVar[str | None] = None
@@ -86,10 +93,36 @@ class NbankTask(luigi.Task):
 
             bound_output._nbank_bound = True  # type: ignore[attr-defined]
             cls.output = bound_output  # type: ignore[method-assign]
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_nbank_checked", False):
+
+            @functools.wraps(run)
+            def checked_run(self: NbankTask, *args: Any, **kwargs: Any) -> Any:
+                self.check_outputs()  # before any work: a generator too
+                return run(self, *args, **kwargs)
+
+            checked_run._nbank_checked = True  # type: ignore[attr-defined]
+            cls.run = checked_run  # type: ignore[method-assign]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         watch_task(self)  # its outputs join the next bulk lookup
+
+    def check_outputs(self) -> None:
+        """Raises what writing an NbankTarget output would fail with (see
+        :meth:`NbankTarget.check_writable`): no archive, no datatype..."""
+        for target in flatten(self.output()):
+            if isinstance(target, NbankTarget):
+                target.check_writable()
+
+    def complete(self) -> bool:
+        """True when every output exists; a task that is not complete and
+        could not write its outputs raises why (luigi then reports it and runs
+        neither it nor what depends on it)."""
+        if super().complete():
+            return True
+        self.check_outputs()
+        return False
 
     def output_metadata(self) -> dict[str, Any]:
         """The metadata stored with each output: the core's provenance schema
@@ -130,11 +163,13 @@ class NbankTask(luigi.Task):
         lookup (used by luigi's range tools)."""
         params = list(parameter_tuples)
         outputs = [flatten(_instantiate(cls, p).output()) for p in params]
-        known = refresh(
-            {o for outs in outputs for o in outs if isinstance(o, NbankTarget)}
-        )
         # the missing ones are checked again soon (by the range task, then the
-        # scheduler): they travel together in the next bulk lookup
+        # scheduler): this lookup answers the next question of each, and they
+        # travel together in the next bulk lookup
+        known = refresh(
+            {o for outs in outputs for o in outs if isinstance(o, NbankTarget)},
+            ahead=True,
+        )
         expect_again(t for t, ok in known.items() if not ok)
         return [
             p

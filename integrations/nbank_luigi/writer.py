@@ -7,6 +7,7 @@ destination" is the deposit (fsync, register, link into place). If the ``with``
 block that writes it raises, or the file is dropped unclosed, nothing is
 deposited: no file, no staging leftover, no registry record. Text modes wrap it
 in luigi's own text wrapper, which leaves that decision to the file.
+:func:`open_formatted` writes it through a luigi format's pipes (gzip...).
 
 >>> import tempfile, pathlib
 >>> from nbank_core import StagedOutput, init_archive, open_registry
@@ -29,12 +30,18 @@ import io
 from collections.abc import Callable
 from typing import IO, Any
 
-from luigi.format import TextWrapper
+from luigi.format import Format, TextWrapper
 from luigi.target import AtomicLocalFile
 
 from nbank_core import DepositResult, StagedOutput
 
-__all__ = ["Commit", "DepositingFile", "open_output"]
+__all__ = [
+    "Commit",
+    "DepositingFile",
+    "FormattedOutput",
+    "open_formatted",
+    "open_output",
+]
 
 Commit = Callable[[StagedOutput], DepositResult]
 
@@ -114,3 +121,79 @@ def open_output(
     if "b" in mode:
         return raw  # type: ignore[return-value]
     return TextWrapper(raw, encoding=encoding or "utf-8", newline=newline)  # type: ignore[return-value]
+
+
+class FormattedOutput:
+    """What a luigi format's ``pipe_writer`` made of a :class:`DepositingFile`
+    (``stream``), settled as the file: closing it closes the format's pipes,
+    then deposits; an exception in the ``with`` block (or a pipe that fails, such
+    as a compressor exiting non-zero) discards the output at once, where luigi's
+    pipe wrappers would leave the file open until it is garbage-collected.
+    Everything else is the format's stream."""
+
+    def __init__(self, stream: Any, raw: DepositingFile) -> None:
+        self.stream = stream
+        self.raw = raw
+
+    @property
+    def result(self) -> DepositResult | None:
+        """The deposit's result, once closed."""
+        return self.raw.result
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"stream", "raw"}:
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+    def __iter__(self) -> Any:
+        return iter(self.stream)
+
+    def __enter__(self) -> FormattedOutput:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    def close(self) -> None:
+        """Closes the format's pipes and deposits what reached the file."""
+        if self.raw._settled:
+            return
+        try:
+            if self.stream is not self.raw:
+                self.stream.close()  # a pipe closes the file after its process
+        except BaseException:
+            self.raw.discard()
+            raise
+        self.raw.close()  # deposits, unless a pipe's close already did
+
+    def discard(self) -> None:
+        """Stops the format's pipes and removes the output; nothing is deposited."""
+        try:
+            abort = getattr(self.stream, "abort", None)  # luigi's output pipes
+            if abort is not None and self.stream is not self.raw:
+                with contextlib.suppress(Exception):
+                    abort()
+        finally:
+            self.raw.discard()
+
+    def __del__(self) -> None:
+        if not getattr(self.raw, "_settled", True):
+            self.discard()
+
+    def __repr__(self) -> str:
+        return f"<FormattedOutput {self.stream!r} for '{self.raw.staged.id}'>"
+
+
+def open_formatted(staged: StagedOutput, commit: Commit, format: Format) -> Any:  # noqa: A002
+    """A :class:`DepositingFile` for ``staged`` written through ``format``'s
+    ``pipe_writer`` (luigi's formats: bytes or text, as the format says)."""
+    raw = DepositingFile(staged, commit)
+    try:
+        stream = format.pipe_writer(raw)
+    except BaseException:
+        raw.discard()
+        raise
+    return FormattedOutput(stream, raw)

@@ -62,5 +62,7 @@ echo "== firing rates deposited by the pipeline (nbank search -d firing-rate)"
 nbank search -d firing-rate
 echo "== their provenance (nbank info st32_1_rate500)"
 nbank info st32_1_rate500
-echo "== the summary ($(nbank locate st32_summary500))"
-cat "$(nbank locate st32_summary500)"
+# the file's path: what 'nbank locate' prints after the id and a tab, if any
+summary="$(nbank locate st32_summary500 | cut -f2)"
+echo "== the summary ($summary)"
+cat "$summary"

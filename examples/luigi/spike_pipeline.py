@@ -22,13 +22,14 @@ class FiringRate(NbankTask):
 
     unit = ResourceIdParameter()
     bin_ms = luigi.IntParameter(default=500)
-    dtype = "firing-rate"
 
     def requires(self):
         return NbankResource(self.unit)
 
     def output(self):
-        return NbankTarget(f"{self.unit}_rate{self.bin_ms}")
+        # no dtype named: '.csv' names it (the one datatype registered with
+        # that extension, here firing-rate), checked before the task runs
+        return NbankTarget(f"{self.unit}_rate{self.bin_ms}.csv")
 
     def run(self):
         with self.input().open() as src:

@@ -172,7 +172,8 @@ def bench_backend(
     kind: str, url: str, auth: Any, workdir: Path, n: int
 ) -> list[tuple[str, ...]]:
     prefix = f"b{kind}"
-    registry = open_registry(url, auth=auth)
+    # an embedded registry is made here: a read never creates one
+    registry = open_registry(url, auth=auth, create=kind == "sqlite")
     archive = prepare(registry, url, workdir, n, prefix)
     rows = []
     for shape in ("list", "wrapper"):

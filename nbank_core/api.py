@@ -260,7 +260,12 @@ def dtype_for_suffix(suffix: str, *, registry: RegistryArg = None) -> str:
         url = reg.url
     if len(found) == 1:
         return found[0]
-    what = f"'.{ext}'" if ext else "no extension"
+    if not ext:
+        raise ConfigError(
+            "an output without an extension needs its datatype named (dtype=...): "
+            f"the registry {url} cannot tell it from the file name"
+        )
+    what = f"'.{ext}'"
     if not found:
         raise ConfigError(
             f"no datatype registered in {url} has the extension {what}: name the "

@@ -1,6 +1,16 @@
-"""A workflow of N trivial jobs (one per input) reading its inputs by nbank id,
-against the same workflow reading plain local files; on the embedded registry and on
-a real django-neurobank.
+"""Two Snakemake benchmarks, each against the same workflow without nbank, in one run.
+
+1. One job writing a big output (400 MB of random bytes by default) deposited with
+   ``storage.nbank(...)``, against the job writing a plain local file; and again
+   with ``keep_local=True`` (Snakemake keeps its local copy, so the deposit copies,
+   by a reflink where the filesystem has them, instead of linking).
+2. A workflow of N trivial jobs (one per input) reading its inputs by nbank id,
+   against the same workflow reading plain local files; on the embedded registry
+   and on a real django-neurobank.
+
+For 1, each run deposits under a new id into an archive on the same filesystem as
+the working directory (an embedded registry); the table shows the median wall time
+of the runs of the ``snakemake`` command and the ratio to the plain workflow.
 
 Each job is ``cat {input} > {output}`` with a local output, so the difference
 between the two workflows is what the storage plugin costs: the DAG's bulk
@@ -16,6 +26,7 @@ answered) counts them again on the server.
 
     .venv/bin/python benchmarks/bench_snakemake.py                # N = 500, 3 runs
     .venv/bin/python benchmarks/bench_snakemake.py -n 100 -r 1 --skip-django
+    .venv/bin/python benchmarks/bench_snakemake.py --big-mb 100 --skip-inputs
 """
 
 from __future__ import annotations
@@ -188,7 +199,7 @@ def plugin_cost(root: Path, env: dict[str, str], n: int) -> str:
     return (
         f"objects {1e3 * (made - start):.0f} ms, inventory "
         f"{1e3 * (inventoried - made):.0f} ms, per-input calls and links "
-        f"{1e3 * (done - inventoried):.0f} ms ({provider.lookup.batches} bulk lookup)"
+        f"{1e3 * (done - inventoried):.0f} ms ({provider.resolver.calls} bulk lookup)"
     )
 
 
@@ -255,16 +266,113 @@ def table(rows: list[dict], n: int) -> str:
     return "\n".join(lines)
 
 
+BIG_PLAIN = """
+rule all:
+    input: "big.bin"
+
+rule make:
+    output: "big.bin"
+    shell: "head -c {mb}M /dev/urandom > {{output}}"
+"""
+BIG_NBANK = """
+storage:
+    provider="nbank", archive={archive!r}, dtype="bench-output"
+
+rule all:
+    input: storage.nbank("nbank://{ident}.bin"{keep})
+
+rule make:
+    output: storage.nbank("nbank://{ident}.bin"{keep})
+    shell: "head -c {mb}M /dev/urandom > {{output}}"
+"""
+
+
+def big_run(root: Path, kind: str, mb: int, env: dict[str, str], n: int) -> float:
+    """Runs the big-output workflow once in a fresh directory; returns seconds."""
+    work = root / f"big-{kind}-{n}"
+    work.mkdir()
+    ident = f"big_{kind}_{n}"
+    if kind == "plain":
+        text = BIG_PLAIN.format(mb=mb)
+    else:
+        keep = ", keep_local=True" if kind == "kept" else ""
+        archive = str(root / "archive")
+        text = BIG_NBANK.format(mb=mb, archive=archive, keep=keep, ident=ident)
+    (work / "Snakefile").write_text(text)
+    cmd = [SNAKEMAKE, "--cores", "1"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{kind} run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        )
+    if kind == "plain":
+        made = work / "big.bin"
+    else:
+        made = root / "archive" / "resources" / ident[:2] / f"{ident}.bin"
+    if made.stat().st_size != mb * 2**20:
+        raise RuntimeError(f"{kind} run made {made.stat().st_size} bytes")
+    made.unlink()  # room for the next run (the record stays)
+    return elapsed
+
+
+def bench_big(root: Path, args: argparse.Namespace) -> str:
+    """The big-output benchmark: plain, nbank (linked) and nbank with a kept local
+    copy (copied), alternating; returns its table."""
+    root.mkdir()
+    url = "sqlite://" + str(root / "registry.sqlite")
+    with open_registry(url, create=True) as reg:
+        init_archive(root / "archive", registry=reg, name="bench-big")
+        reg.add_datatype("bench-output", "application/octet-stream", "bin")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NBANK_", "SNAKEMAKE_STORAGE_NBANK_"))
+    }
+    env.update(NBANK_REGISTRY=url, NBANK_HOME=str(root / ".nbank"))
+    kinds = ("plain", "nbank", "kept")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for rep in range(args.repeats):
+        for kind in kinds:
+            log(f"{args.big_mb} MB output: {kind} run {rep + 1}/{args.repeats}")
+            times[kind].append(big_run(root, kind, args.big_mb, env, rep))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    labels = {
+        "plain": "plain local output",
+        "nbank": "nbank (linked)",
+        "kept": "nbank, keep_local (copied)",
+    }
+    lines = [
+        f"one job writing {args.big_mb} MB (median of {args.repeats} runs)",
+        f"{'workflow':<28}{'seconds':>9}{'ratio':>7}",
+    ]
+    for k in kinds:
+        lines.append(f"{labels[k]:<28}{med[k]:>9.2f}{med[k] / med['plain']:>7.2f}")
+    runs = {k: [round(t, 2) for t in v] for k, v in times.items()}
+    lines.append(f"  runs (s): {runs}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=500, help="inputs and jobs")
     parser.add_argument("-r", "--repeats", type=int, default=3)
     parser.add_argument("-c", "--cores", type=int, default=2)
     parser.add_argument("--skip-django", action="store_true")
+    parser.add_argument(
+        "--big-mb", type=int, default=400, help="size of the big output (MB)"
+    )
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--skip-inputs", action="store_true")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-snakemake-") as tmpdir:
         tmp = Path(tmpdir)
+        if not args.skip_big:
+            print(bench_big(tmp / "big", args), flush=True)
+        if args.skip_inputs:
+            return
         embedded = tmp / "embedded"
         log(f"embedded: depositing {args.n} inputs")
         env = prepare(

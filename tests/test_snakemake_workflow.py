@@ -84,7 +84,7 @@ def test_example_workflow_and_rerun(example: Example) -> None:
         (path,) = archived_files(example.archive.path, f"{stimulus}_summary")
         assert path.suffix == ".json"
         assert json.loads(path.read_text())["stimulus"] == stimulus
-        assert record["sha1"] == sha1_file(path)
+        assert record["metadata"]["content_sha1"] == sha1_file(path)  # derived
     table = (example.workdir / "results" / "stimuli.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in table[1:]] == example.stimuli
     # the inputs were linked, never copied, moved or changed
@@ -176,7 +176,7 @@ def test_cluster_generic_deposits_each_output_once(
     log = proc.stdout + proc.stderr
     for s in stimuli:
         name = f"{s}_size"
-        assert log.count(f"Storing in storage: nbank://{name}.txt") == 2
+        assert log.count(f"Storing in storage: nbank:/{name}.txt") == 2
         records = list(archive.registry.search(name=name))
         assert [r["name"] for r in records] == [name]
         assert records[0]["metadata"]["project"] == "cluster test"
@@ -288,7 +288,7 @@ def test_nbank_registry_never_redirects_deposits(
     assert record["metadata"]["step"] == "copy"
     (path,) = archived_files(archive.path, name)
     assert path.read_text() == f"input {uniq}\ncopied\n"
-    assert record["sha1"] == sha1_file(path)
+    assert record["metadata"]["content_sha1"] == sha1_file(path)
     assert other_registry.get_resources([name, source]) == {}
     assert list(other_registry.search(name=name)) == []
 

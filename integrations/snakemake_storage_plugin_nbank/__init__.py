@@ -11,9 +11,13 @@ In a Snakefile::
         shell:  "sort-spikes {input} > {output}"
 
 Inputs are looked up in the registry in bulk and linked (not copied) from the
-archive into Snakemake's local storage prefix. Outputs are deposited into
-``archive`` through nbank_core's deposit, with provenance metadata (see
-:mod:`._provenance`). Settings are also flags (``--storage-nbank-archive``) and,
+archive into Snakemake's local storage prefix, or downloaded through the registry
+where their archive is not mounted. Outputs are deposited into ``archive``
+through nbank_core's deposit, a job's outputs all or nothing, as derived
+resources, with provenance metadata (see :mod:`._outputs`, :mod:`._provenance`);
+their datatype is the ``dtype`` setting or the one their extension names.
+Snakemake's removals keep archived resources, and ``--touch`` accepts them (see
+:mod:`._remove`). Settings are also flags (``--storage-nbank-archive``) and,
 for the registry and credentials, environment variables
 (``SNAKEMAKE_STORAGE_NBANK_REGISTRY``, ``..._AUTH``, or nbank's own
 ``NBANK_REGISTRY`` / ``NBANK_AUTH``). Which registry is used follows nbank's one

@@ -14,34 +14,25 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
+from nbank_core.cli_output import (
+    PROG,
+    UsageError,
+    _err,
+    _metadata,
+    _out,
+    _userpwd,
+)
+
 __all__ = ["main"]
-
-PROG = "nbank"
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out as written (exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (exit 2), pointing at --help."""
 
     def error(self, message: str) -> NoReturn:
-        _err(
-            f"{self.prog.removeprefix(PROG + ' ') or 'usage'}: {message} "
-            f"(see '{self.prog} --help')"
-        )
+        where = self.prog.removeprefix(PROG).strip()
+        _err(f"{where + ': ' if where else ''}{message} (see '{self.prog} --help')")
         sys.exit(2)
-
-
-def _kv(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 def _umask(text: str) -> int:
@@ -57,14 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG, description="Register and archive the resources of experiments."
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "-v", "--version", action="version", version=f"%(prog)s {__version__}"
+    )
     p.add_argument(
         "-r",
         "--registry",
         help="registry URL (default: $NBANK_REGISTRY, else the "
         "embedded registry in your data directory)",
     )
-    p.add_argument("-a", "--auth", metavar="USER:PASSWORD", help="registry login")
+    p.add_argument(
+        "-a", "--auth", type=_userpwd, metavar="USER:PASSWORD", help="registry login"
+    )
     p.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -75,9 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
-
-    c = sub.add_parser("registry-info", help="show the registry's name and version")
-    c.set_defaults(func=cmd_registry_info)
 
     c = sub.add_parser("init", help="create and register a new archive")
     c.add_argument("directory")
@@ -103,57 +95,47 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("archive")
     c.add_argument("files", nargs="*")
     c.add_argument("-d", "--dtype", required=True, help="registered datatype")
-    c.add_argument(
-        "-k",
-        dest="metadata",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="metadata (JSON values); repeatable",
-    )
+    _metadata(c, "-k", "metadata", "metadata of every file (repeatable)")
     c.add_argument("-H", "--hash", action="store_true", help="register sha1 hashes")
     c.add_argument("-A", "--auto-id", action="store_true", help="registry assigns ids")
-    c.add_argument("-j", "--json", action="store_true", help="JSON lines output")
+    c.add_argument(
+        "-j",
+        "--json-out",
+        dest="json",
+        action="store_true",
+        help="each file as a JSON line: source and id, or source and error",
+    )
+    c.add_argument(
+        "-J",
+        "--json-lines",
+        action="store_true",
+        help="each file as a JSON line with its status, path and sha1 as well",
+    )
+    c.add_argument("--experimenter", metavar="USER", help="who made the data")
+    c.add_argument("--animal", metavar="ID", help="the animal's full identifier")
+    c.add_argument(
+        "--zip-directories",
+        action="store_true",
+        help="deposit each directory as a zip of its contents (left in place)",
+    )
+    c.add_argument(
+        "--no-file-metadata",
+        action="store_true",
+        help="read no metadata from the files (none is read: accepted for scripts)",
+    )
+    c.add_argument(
+        "--override-file-metadata",
+        action="store_true",
+        help="given metadata wins over the files' (none is read: accepted)",
+    )
     c.add_argument("-y", "--dry-run", action="store_true", help="check, change nothing")
     c.add_argument("--keep", action="store_true", help="copy, leave the sources")
     c.add_argument("-@", dest="stdin", action="store_true", help="file names on stdin")
     c.set_defaults(func=cmd_deposit)
 
-    c = sub.add_parser("locate", help="print the archived path of each id")
-    c.add_argument("ids", nargs="+")
-    c.add_argument("-0", dest="null", action="store_true", help="NUL-separated")
-    c.set_defaults(func=cmd_locate)
+    from nbank_core import cli_archives, cli_records
 
-    c = sub.add_parser("info", help="print the registry record of each id (JSON)")
-    c.add_argument("ids", nargs="+")
-    c.set_defaults(func=cmd_info)
-
-    c = sub.add_parser("search", help="list resources matching filters")
-    c.add_argument("name", nargs="?", help="substring of the id")
-    c.add_argument("-d", "--dtype", help="datatype (exact)")
-    c.add_argument("-H", "--hash", dest="sha1", help="sha1 of the content")
-    c.add_argument("-n", "--archive", help="archive name")
-    c.add_argument(
-        "-k",
-        dest="equal",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="metadata equals",
-    )
-    c.add_argument(
-        "-K",
-        dest="differ",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="metadata differs",
-    )
-    c.add_argument("-j", "--json", action="store_true", help="JSON lines output")
-    c.set_defaults(func=cmd_search)
+    cli_records.add_commands(sub)
 
     c = sub.add_parser("verify", help="find the registered resource of each file")
     c.add_argument("files", nargs="+")
@@ -162,50 +144,35 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("dtype", help="list or add datatypes")
     dsub = c.add_subparsers(dest="dtype_command", metavar="ACTION", required=True)
     d = dsub.add_parser("list", help="list datatypes")
-    d.set_defaults(func=cmd_dtype_list)
+    d.add_argument("-j", "--json", action="store_true", help="JSON lines output")
+    d.set_defaults(func=cli_records.cmd_dtype_list)
     d = dsub.add_parser("add", help="add a datatype")
     d.add_argument("name")
     d.add_argument("content_type")
     d.add_argument("-e", "--extension", help="default file extension")
     d.set_defaults(func=cmd_dtype_add)
 
-    c = sub.add_parser("check", help="check an archive against its registry")
-    c.add_argument("archive")
-    c.add_argument("--fix", action="store_true", help="repair what can be repaired")
-    c.add_argument("--fast", action="store_true", help="hash only changed files")
-    c.add_argument("-j", "--json", action="store_true", help="JSON lines output")
-    c.set_defaults(func=cmd_check)
-
-    c = sub.add_parser("archive", help="list archives")
-    asub = c.add_subparsers(dest="archive_command", metavar="ACTION", required=True)
-    a = asub.add_parser("list", help="list registered archives")
-    a.set_defaults(func=cmd_archive_list)
-
+    cli_archives.add_commands(sub)
     from nbank_core import cli_growth
 
     cli_growth.add_commands(sub)
+    _name_parsers(p)
     return p
 
 
+def _name_parsers(p: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser knows itself (``args.parser``), so a usage
+    error points at that command's help; ``own_registry`` defaults to False."""
+    if p.prog == PROG:
+        p.set_defaults(own_registry=False)
+    p.set_defaults(parser=p)
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for c in dict.fromkeys(action.choices.values()):
+                _name_parsers(c)
+
+
 # -- commands -------------------------------------------------------------------
-def _out(text: str, end: str = "\n") -> None:
-    sys.stdout.write(text + end)
-
-
-def _err(text: str) -> None:
-    """One diagnostic line, whatever the message holds (file names may hold
-    newlines or control characters)."""
-    safe = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
-    sys.stderr.write(f"{PROG}: {safe}\n")
-
-
-def cmd_registry_info(args: argparse.Namespace) -> int:
-    from nbank_core.api import registry_info
-
-    _out(json.dumps(registry_info(args.reg), indent=2))
-    return 0
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     from nbank_core.api import init_archive, register_archive
 
@@ -269,6 +236,13 @@ def cmd_deposit(args: argparse.Namespace) -> int:
     settings = resolve_settings(
         args.registry, archive=args.archive, auth=args.auth, timeout=args.timeout
     )
+    metadata = dict(args.metadata)
+    for field in ("experimenter", "animal"):
+        if getattr(args, field) is not None:
+            metadata[field] = getattr(args, field)
+    zipped: dict[str, str] = {}  # zip deposited -> the directory it holds
+    if args.zip_directories:
+        files = _zip_directories(files, zipped)
     progress = _Progress(len(files)) if sys.stderr.isatty() and len(files) > 1 else None
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     skipped_reason: list[str] = []
@@ -290,10 +264,10 @@ def cmd_deposit(args: argparse.Namespace) -> int:
             counts["ok"] += 1
             if r.error:  # archived, with a warning
                 _err(f"{r.source}: {r.error}")
-        if args.json:
+        if args.json_lines:
             _out(json.dumps(r.as_dict()))
-        elif r.ok:
-            _out(f"{r.id or '(auto)'}\t{r.path}")
+        elif args.json:
+            _out(json.dumps(_short_record(r, zipped, metadata)))
 
     def summary(signalled: list[Any]) -> int:
         if progress is not None:
@@ -319,12 +293,16 @@ def cmd_deposit(args: argparse.Namespace) -> int:
     stop = threading.Event()
     # the handlers stay until the report is written: a signal that comes as the
     # last item finishes is answered with the summary, not by dying unflushed
-    with settings.open() as reg, _stop_on_signals(stop) as signalled:
+    with (
+        settings.open() as reg,
+        _stop_on_signals(stop) as signalled,
+        _removed_after(zipped),
+    ):
         deposit(
             settings.archive_config(),
             files,
             dtype=args.dtype,
-            metadata=dict(args.metadata),
+            metadata=metadata,
             hash=args.hash,
             auto_id=args.auto_id,
             registry=reg,
@@ -334,6 +312,59 @@ def cmd_deposit(args: argparse.Namespace) -> int:
             stop=stop,
         )
         return summary(signalled)
+
+
+def _short_record(r: Any, zipped: dict[str, str], metadata: dict) -> dict:
+    """One deposited file as ``-j`` prints it: ``source`` and ``id`` (a dry run
+    adds ``dry_run`` and ``metadata``, a zipped directory ``zipped``), or
+    ``source`` and ``error``."""
+    from pathlib import Path
+
+    zip_of = zipped.get(str(r.source))
+    out: dict[str, Any] = {"source": str(Path(zip_of or r.source))}
+    if not r.ok:
+        gone = not os.path.lexists(r.source)  # in neurobank 0.13's words
+        return {**out, "error": "does not exist" if gone else r.error or r.status}
+    out["id"] = r.id
+    if r.status == "dry-run":
+        out.update(dry_run=True, metadata=metadata)
+    if zip_of is not None:
+        out["zipped"] = True
+    return out
+
+
+def _zip_directories(files: list[str], zipped: dict[str, str]) -> list[str]:
+    """Each directory among ``files`` zipped (canonically) into a temp directory
+    beside it (the deposit refuses sources inside the archive); the zip is
+    deposited, the directory stays."""
+    import tempfile
+    from pathlib import Path
+
+    from nbank_core.zipdir import zip_directory
+
+    out = []
+    for f in files:
+        if not Path(f).is_dir() or Path(f).is_symlink():
+            out.append(f)
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix=".nbank-zip-", dir=Path(f).resolve().parent))
+        z = str(zip_directory(f, tmp / f"{Path(f).resolve().name}.zip"))
+        zipped[z] = f
+        out.append(z)
+    return out
+
+
+@contextlib.contextmanager
+def _removed_after(zipped: dict[str, str]) -> Iterator[None]:
+    """Removes the zips made for a deposit (those not moved into the archive)."""
+    import shutil
+    from pathlib import Path
+
+    try:
+        yield
+    finally:
+        for z in zipped:
+            shutil.rmtree(Path(z).parent, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -363,109 +394,36 @@ def _stop_on_signals(stop: Any) -> Iterator[list[Any]]:
             signal.signal(s, h)
 
 
-def _by_registry(args: argparse.Namespace, lookup: Any) -> list[tuple[str, Any, str]]:
-    """Looks up ``args.ids`` in bulk with ``lookup(registry, ids) -> {id: value}``,
-    each id in the registry its written form names (a full URL names its own, other
-    forms the default). Returns ``(id, value or None, registry url)`` in order."""
-    from nbank_core.api import open_registry_from
-    from nbank_core.ids import parse_identifier
-
-    default = args.reg.url.rstrip("/")
-    keyed = []
-    for text in args.ids:
-        base, ident = parse_identifier(text)
-        keyed.append(
-            (None if base is None or base.rstrip("/") == default else base, ident)
-        )
-    answers: dict[tuple[str | None, str], tuple[Any, str]] = {}
-    for base in dict.fromkeys(b for b, _ in keyed):
-        idents = [i for b, i in keyed if b == base]
-        with open_registry_from(base or args.reg, args.auth) as reg:
-            values = lookup(reg, idents)
-            for ident in idents:
-                answers[base, ident] = (values.get(ident), reg.url)
-    return [(ident, *answers[base, ident]) for base, ident in keyed]
-
-
-def cmd_locate(args: argparse.Namespace) -> int:
-    from nbank_core.errors import NbankError
-    from nbank_core.resolve import Resolver
-
-    status = 0
-    found = _by_registry(args, lambda reg, idents: Resolver(reg).locate_many(idents))
-    for ident, loc, url in found:
-        try:
-            if loc is None:
-                _err(f"'{ident}' is not registered in {url}")
-                status = 1
-                continue
-            _out(str(loc.require_path()), end="\0" if args.null else "\n")
-        except NbankError as err:
-            _err(str(err))
-            status = 1
-    return status
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    status = 0
-    for ident, record, url in _by_registry(args, lambda reg, i: reg.get_resources(i)):
-        if record is None:
-            _err(f"'{ident}' is not registered in {url}")
-            status = 1
-        else:
-            _out(json.dumps(record, indent=2))
-    return status
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from nbank_core.api import search
-
-    filters: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("name", args.name),
-            ("dtype", args.dtype),
-            ("sha1", args.sha1),
-            ("archive", args.archive),
-        )
-        if v
-    }
-    for k, v in args.equal:
-        filters[f"metadata__{k}"] = v if isinstance(v, str) else json.dumps(v)
-    for k, v in args.differ:
-        filters[f"metadata__{k}__neq"] = v if isinstance(v, str) else json.dumps(v)
-    for record in search(args.reg, **filters):
-        _out(json.dumps(record) if args.json else record["name"])
-    return 0
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    from nbank_core.api import open_registry_from, verify
+    from pathlib import Path
+
+    from nbank_core.api import open_registry_from
     from nbank_core.errors import NbankError
+    from nbank_core.records import verify_file
 
     status = 0
     with open_registry_from(args.reg) as reg:
         for f in args.files:
+            shown = Path(f)
             try:
-                records = verify(f, registry=reg)
+                v = verify_file(f, registry=reg)
             except NbankError as err:
                 _err(str(err))
                 status = 1
                 continue
-            if records:
-                _out(f"{f}\t{records[0]['name']}")
-            else:
-                _err(f"{f}: no registered resource has this content")
-                status = 1
+            if v.status == "missing":
+                _out(f"{shown}: no such file or directory")
+                _err(f"{shown}: no such file or directory")
+            elif v.status == "ok":
+                _out(f"{shown}: OK")
+            elif v.status == "failed":
+                _out(f"{shown}: FAILED to match record for {v.named}")
+            elif v.status == "none":
+                _out(f"{shown}: no matches in registry")
+            for name in v.names:
+                _out(f"{shown}: matches registry resource {name}")
+            status |= v.status in ("missing", "failed", "none")
     return status
-
-
-def cmd_dtype_list(args: argparse.Namespace) -> int:
-    from nbank_core.api import list_datatypes
-
-    for d in list_datatypes(args.reg):
-        _out(f"{d['name']}\t{d.get('content_type') or ''}\t{d.get('extension') or ''}")
-    return 0
 
 
 def cmd_dtype_add(args: argparse.Namespace) -> int:
@@ -473,37 +431,6 @@ def cmd_dtype_add(args: argparse.Namespace) -> int:
 
     d = add_datatype(args.name, args.content_type, args.extension, registry=args.reg)
     _err(f"added datatype '{d['name']}'")
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from nbank_core.check import check_archive
-    from nbank_core.config import resolve_settings
-
-    settings = resolve_settings(
-        args.registry, archive=args.archive, auth=args.auth, timeout=args.timeout
-    )
-    cfg = settings.archive_config()
-    with settings.open() as reg:
-        findings = check_archive(cfg, registry=reg, fix=args.fix, fast=args.fast)
-    for f in findings:
-        if args.json:
-            _out(json.dumps(f.as_dict()))
-        else:
-            where = f.path or f.id or ""
-            action = f"\t{f.action}" if f.action else ""
-            _out(f"{f.kind}\t{where}\t{f.detail}{action}")
-    left = [f for f in findings if not f.fixed]
-    if left:
-        _err(f"{len(left)} problem(s) found in {cfg.path}")
-    return 1 if left else 0
-
-
-def cmd_archive_list(args: argparse.Namespace) -> int:
-    from nbank_core.api import list_archives
-
-    for a in list_archives(args.reg):
-        _out(f"{a['name']}\t{a['scheme']}\t{a['root']}")
     return 0
 
 
@@ -533,8 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         and not any(e.startswith("-") for e in extra)
     ):
         args.files += extra
+    elif (  # 'check archive -v PATH': the same for the optional path of check
+        len(extra) == 1
+        and args.command == "check"
+        and getattr(args, "path", "") is None
+        and not extra[0].startswith("-")
+    ):
+        args.path = extra[0]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _hide_password()
     try:
         from nbank_core.config import parse_timeout, resolve_settings
@@ -544,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _setup_logging(args.debug)
         args.timeout = timeout
-        if args.func in (cmd_deposit, cmd_check, cmd_init, cmd_registry_init):
+        if args.func in (cmd_deposit, cmd_init, cmd_registry_init) or args.own_registry:
             args.reg = None  # these choose their registry themselves
         else:
             args.reg = resolve_settings(

@@ -104,7 +104,7 @@ def test_metadata_values_round_trip_or_fail_cleanly(embedded, tmp_path, key, val
     src.write_text(json.dumps([key, value]))
     arg = f"{key}={json.dumps(value)}"
     status, out, err = nbank(
-        "deposit", "-j", "-d", "txt", "-k", arg, str(embedded.path), str(src)
+        "deposit", "-J", "-d", "txt", "-k", arg, str(embedded.path), str(src)
     )
     if status != 0:
         assert_one_error_line(status, err)
@@ -203,7 +203,8 @@ def test_a_location_outside_any_archive_is_not_followed(tmp_path):
             },
         ],
     }
-    with _tiny(json.dumps(line).encode() + b"\n") as server:
+    # locate lists the id's locations (resources/abc/locations/), as 0.13.0 does
+    with _tiny(json.dumps(line["locations"]).encode()) as server:
         code, out, err = nbank("-r", server.url, "locate", "abc")
     assert out == ""
     assert_one_error_line(code, err)

@@ -48,6 +48,7 @@ def test_the_readme_session(backend, cli_env, tmp_path, uniq):
     out = run(
         [
             "deposit",
+            "-J",
             "-d",
             dtype,
             "-k",
@@ -58,8 +59,8 @@ def test_the_readme_session(backend, cli_env, tmp_path, uniq):
         env=cli_env,
         cwd=tmp_path,
     ).stdout
-    assert [line.split("\t")[0] for line in out.splitlines()] == names
-    located = run(["locate", names[0]], env=cli_env).stdout.strip()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == names
+    located = run(["locate", "--path-only", names[0]], env=cli_env).stdout.strip()
     assert located == str(arch.resolve() / "resources" / "st" / f"{names[0]}.wav")
     assert Path(located).read_bytes() == b"RIFF0"
     info = json.loads(run(["info", names[0]], env=cli_env).stdout)
@@ -68,13 +69,12 @@ def test_the_readme_session(backend, cli_env, tmp_path, uniq):
     assert found == names
     copy = tmp_path / "some-file.wav"
     copy.write_bytes(b"RIFF1")
-    assert run(["verify", str(copy)], env=cli_env).stdout.split() == [
-        str(copy),
-        names[1],
-    ]
+    assert run(["verify", str(copy)], env=cli_env).stdout == (
+        f"{copy}: matches registry resource {names[1]}\n"
+    )
     archives = run(["archive", "list"], env=cli_env).stdout
     assert f"my-archive-{uniq}" in archives
-    assert "version" in json.loads(run(["registry-info"], env=cli_env).stdout)
+    assert "version" in json.loads(run(["registry-info", "-j"], env=cli_env).stdout)
 
 
 def test_full_identifier_urls_are_accepted(django_registry, tmp_path, uniq):
@@ -167,7 +167,7 @@ def test_deposit_reports_each_failure_and_exits_1(cli_env, archive, tmp_path, un
     proc = run(
         [
             "deposit",
-            "-j",
+            "-J",
             "-d",
             archive.dtype,
             str(archive.path),
@@ -197,10 +197,12 @@ def test_options_may_come_between_the_archive_and_the_files(archive, tmp_path, u
     for f in files:
         f.write_text(f.name)
     out = run(
-        ["deposit", str(archive.path), "-d", archive.dtype, *map(str, files)],
+        ["deposit", str(archive.path), "-d", archive.dtype, "-j", *map(str, files)],
         env=archive.backend.env,
     ).stdout
-    assert [line.split("\t")[0] for line in out.splitlines()] == [f.stem for f in files]
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [
+        f.stem for f in files
+    ]
     assert (
         run(
             ["deposit", str(archive.path), "-d", archive.dtype, "--bogus", "x"],

@@ -65,7 +65,7 @@ def test_their_archive_and_deposits_work_with_ours(
     assert (
         json.loads((arch / "nbank.json").read_text())["policy"]["access"]["umask"] == 23
     )
-    located = _run([OURS, *g, "locate", f"old{uniq}"]).strip()
+    located = _run([OURS, *g, "locate", "--path-only", f"old{uniq}"]).strip()
     assert Path(located).read_text() == f"deposited by 0.13.0 {uniq}"
     info = json.loads(_run([OURS, *g, "info", f"old{uniq}"]))
     assert info["dtype"] == dtype
@@ -101,11 +101,13 @@ def test_our_archive_and_deposits_work_with_theirs(
     theirs_src = tmp_path / f"theirs{uniq}.txt"
     theirs_src.write_text(f"theirs {uniq}")
     _run([theirs, *g, "deposit", "-d", dtype, str(arch), str(theirs_src)])
-    ours_path = _run([OURS, *g, "locate", f"theirs{uniq}"]).strip()
+    ours_path = _run([OURS, *g, "locate", "--path-only", f"theirs{uniq}"]).strip()
     assert Path(ours_path).read_text() == f"theirs {uniq}"
     copy = tmp_path / "copy.txt"
     copy.write_text(f"theirs {uniq}")
-    assert _run([OURS, *g, "verify", str(copy)]).split() == [str(copy), f"theirs{uniq}"]
+    assert _run([OURS, *g, "verify", str(copy)]) == (
+        f"{copy}: matches registry resource theirs{uniq}\n"
+    )
     # their archive check finds nothing wrong with what we wrote
     check = subprocess.run(
         [theirs, *g, "check", "archive", str(arch)], capture_output=True, text=True

@@ -232,7 +232,7 @@ def run_gated(
 
 def run_cli(setup: Setup, plan: list[list[Offer]]) -> list[list[Outcome]]:
     """One ``nbank deposit -j -@`` per process, the file names on its stdin."""
-    cmd = [NBANK, "deposit", "-j", "-d", setup.dtype, str(setup.cfg.path), "-@"]
+    cmd = [NBANK, "deposit", "-J", "-d", setup.dtype, str(setup.cfg.path), "-@"]
     inputs = ["".join(f"{o.source}\n" for o in offers) for offers in plan]
     answers = run_gated(cmd, inputs, setup.env, setup.cfg.path.parent)
     return [

@@ -150,12 +150,12 @@ def test_init_over_an_archive_and_a_moved_archive(
     moved = tmp_path / "elsewhere" / "archive"
     moved.parent.mkdir()
     os.rename(archive.path, moved)
-    lost = nbank(["locate", src.stem], env)
+    lost = nbank(["locate", "--path-only", src.stem], env)
     assert lost.returncode != 0 or str(moved) not in lost.stdout
     reg = nbank(["init", "--register", str(moved), "-n", f"moved-{uniq}"], env)
     assert reg.returncode == 0 and reg.tracebacks == 0, reg.stderr
     assert "1 resource(s) now located there" in reg.stderr
-    found = nbank(["locate", src.stem], env)
+    found = nbank(["locate", "--path-only", src.stem], env)
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == str(moved / "resources" / src.stem[:2] / src.name)
     assert (moved / "resources" / src.stem[:2] / src.name).read_text() == (
@@ -443,7 +443,7 @@ def test_an_interrupted_deposit_run_again_completes_the_rest(
         src.parent.mkdir(exist_ok=True)
         src.write_text(f"run again {i} {uniq}")
         sources[src] = sha1_file(src)
-    args = ["deposit", "-j", "-d", archive.dtype, str(archive.path)]
+    args = ["deposit", "-J", "-d", archive.dtype, str(archive.path)]
     args += [str(s) for s in sources]
     first = subprocess.run(
         [sys.executable, "-c", SIGINT_AFTER_REGISTRATIONS, "5", *args],

@@ -20,6 +20,9 @@ Environment:
   user's data directory (see :func:`default_registry_url`).
 - ``NBANK_AUTH``: ``user:password`` for a server; else ``~/.netrc`` (or ``$NETRC``).
 - ``NBANK_TIMEOUT``: seconds to wait for each answer of a server (default 30).
+- ``NBANK_LOGIN``: where a server's Django login view is (a path, or ``none`` for
+  Basic on every write); unset: the usual places (see
+  :mod:`nbank_core.registry.login`).
 
 >>> s = Settings.from_env(registry="http://127.0.0.1:8000/neurobank/", auth="me:pw")
 >>> s

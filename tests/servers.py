@@ -109,6 +109,7 @@ def _settings(
     database: str,
     hasher: str,
     postgres_dsn: Mapping[str, object] | None,
+    site: str = "basic",
 ) -> str:
     if database == "sqlite":
         db = {
@@ -126,6 +127,10 @@ def _settings(
     )
     sendfile_root = workdir / "sendfile"
     sendfile_root.mkdir(exist_ok=True)
+    if site == "session":
+        return _session_settings(workdir, page_size, db, sendfile_root, hashers)
+    if site != "basic":
+        raise ValueError(f"unknown site {site!r}: 'basic' or 'session'")
     text = f"""\
         SECRET_KEY = {secrets.token_urlsafe(32)!r}
         DEBUG = False
@@ -166,15 +171,85 @@ def _settings(
     return textwrap.dedent(text)
 
 
-def _write_site(workdir: Path, settings: str) -> None:
+def _session_settings(
+    workdir: Path,
+    page_size: int,
+    db: Mapping[str, object],
+    sendfile_root: Path,
+    hashers: list[str] | None,
+) -> str:
+    """A site as Django's startproject and DRF's defaults build it: sessions, the
+    admin, the CSRF middleware, SessionAuthentication then BasicAuthentication."""
+    text = f"""\
+        SECRET_KEY = {secrets.token_urlsafe(32)!r}
+        DEBUG = False
+        ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+        ROOT_URLCONF = "{SITE_PACKAGE}.urls"
+        WSGI_APPLICATION = "{SITE_PACKAGE}.wsgi.application"
+        INSTALLED_APPS = [
+            "django.contrib.admin",
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "django.contrib.messages",
+            "rest_framework",
+            "django_filters",
+            "nbank_registry",
+        ]
+        MIDDLEWARE = [
+            "django.middleware.security.SecurityMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.contrib.messages.middleware.MessageMiddleware",
+        ]
+        TEMPLATES = [
+            {{"BACKEND": "django.template.backends.django.DjangoTemplates",
+              "APP_DIRS": True,
+              "OPTIONS": {{"context_processors": [
+                  "django.template.context_processors.request",
+                  "django.contrib.auth.context_processors.auth",
+                  "django.contrib.messages.context_processors.messages",
+              ]}}}}
+        ]
+        DATABASES = {{"default": {db!r}}}
+        DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+        USE_TZ = True
+        TIME_ZONE = "UTC"
+        REST_FRAMEWORK = {{"PAGE_SIZE": {page_size!r}}}
+        SILENCED_SYSTEM_CHECKS = ["rest_framework.W001"]
+        SENDFILE_BACKEND = "django_sendfile.backends.simple"
+        SENDFILE_ROOT = {str(sendfile_root)!r}
+        """
+    if hashers:
+        text += f"PASSWORD_HASHERS = {hashers!r}\n"
+    return textwrap.dedent(text)
+
+
+_URLS = {
+    "basic": (
+        "from django.urls import include, path\n\n"
+        'urlpatterns = [path("neurobank/", include("nbank_registry.urls"))]\n'
+    ),
+    "session": (
+        "from django.contrib import admin\n"
+        "from django.urls import include, path\n\n"
+        "urlpatterns = [\n"
+        '    path("neurobank/", include("nbank_registry.urls")),\n'
+        '    path("api-auth/", include("rest_framework.urls")),\n'
+        '    path("admin/", admin.site.urls),\n'
+        "]\n"
+    ),
+}
+
+
+def _write_site(workdir: Path, settings: str, site: str = "basic") -> None:
     pkg = workdir / SITE_PACKAGE
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "settings.py").write_text(settings)
-    (pkg / "urls.py").write_text(
-        "from django.urls import include, path\n\n"
-        'urlpatterns = [path("neurobank/", include("nbank_registry.urls"))]\n'
-    )
+    (pkg / "urls.py").write_text(_URLS[site])
     (pkg / "wsgi.py").write_text(
         "from django.core.wsgi import get_wsgi_application\n\n"
         "application = get_wsgi_application()\n"
@@ -232,6 +307,7 @@ def start_django_registry(
     postgres_dsn: Mapping[str, object] | None = None,
     port: int | None = None,
     superuser: tuple[str, str] | None = None,
+    site: str = "basic",
 ) -> DjangoRegistry:
     """Writes a Django site into ``workdir``, migrates it, creates a superuser and
     serves it with gunicorn (gthread) on a free loopback port.
@@ -243,10 +319,19 @@ def start_django_registry(
     To restart a stopped server on its database, pass its ``workdir``, ``port``
     (its URL stays valid) and ``superuser=server.auth`` (the account is kept, its
     password set, instead of a new one created).
+
+    ``site="basic"`` is a minimal site that authenticates with Basic only;
+    ``site="session"`` one built as Django's and DRF's defaults build it (sessions,
+    CSRF, SessionAuthentication then Basic, login views at ``api-auth/login/``
+    and ``admin/login/``).
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_site(workdir, _settings(workdir, page_size, database, hasher, postgres_dsn))
+    _write_site(
+        workdir,
+        _settings(workdir, page_size, database, hasher, postgres_dsn, site),
+        site,
+    )
     log_path = workdir / "server.log"
     username, password = superuser or ("nbank-admin", secrets.token_urlsafe(16))
     env = {

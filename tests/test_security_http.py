@@ -134,7 +134,8 @@ def test_a_write_follows_no_redirect(netrc: Path, method: str) -> None:
                     reg.update_metadata("ab1", {"k": 1})
                 else:
                     reg.delete_resource("ab1")
-    assert target.seen == [] and len(origin.seen) == 1
+    # the write once; the login probes before it carry no credentials
+    assert target.seen == [] and len([a for *_, a in origin.seen if a]) == 1
     assert "hidden" not in str(info.value) and "u:***@" in str(info.value)
 
 
@@ -204,7 +205,8 @@ def test_a_refused_login_is_one_auth_error(status: int) -> None:
         with HttpRegistry(server.url, auth=("me", "wrong")) as reg:
             with pytest.raises(AuthError) as info:
                 reg.add_datatype("dt", "text/plain")
-    assert len(server.seen) == 1  # not retried
+    # not retried; the login probes before it carry no credentials
+    assert len([a for *_, a in server.seen if a]) == 1
     message = str(info.value)
     assert "\n" not in message and "as user 'me'" in message and "wrong" not in message
 

@@ -2,13 +2,16 @@
 
 Reads are anonymous (the server hashes the password of every authenticated request,
 ~300 ms with Django's default hasher); writes send ``auth`` or the ``~/.netrc`` entry
-for the host. One keep-alive session per process, usable from 16 threads at once.
+for the host, once per process where the site has a Django login view (then each
+write carries the session: see :mod:`nbank_core.registry.login`). One keep-alive
+session per process, usable from 16 threads at once.
 
 Credentials stay where they belong: reads never send any (not even from
 ``~/.netrc``, which ``requests`` would otherwise add when following a redirect),
 a redirect to another origin (scheme, host, port) drops the ``Authorization``
 header, writes never follow a redirect (a 3xx to a write is an error), and no
-message shows a password given in a URL.
+message shows a password given in a URL. The session cookie of a login is only
+sent with writes, and the password only to a login form on the registry's origin.
 
 >>> from nbank_core.registry.http import HttpRegistry
 >>> with HttpRegistry("http://localhost:8000/neurobank") as reg:  # doctest: +SKIP
@@ -18,6 +21,7 @@ message shows a password given in a URL.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import threading
@@ -29,15 +33,11 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.auth import HTTPBasicAuth
 from requests.utils import get_netrc_auth
 
 from nbank_core import __version__
 from nbank_core.errors import (
-    AlreadyExists,
-    AuthError,
     BadResponse,
-    ConfigError,
     InvalidIdentifier,
     NbankError,
     NotFound,
@@ -47,6 +47,8 @@ from nbank_core.errors import (
 from nbank_core.ids import validate_id
 from nbank_core.redact import mask_text
 from nbank_core.registry.base import BULK_BATCH, Registry
+from nbank_core.registry.http_errors import map_error, not_json
+from nbank_core.registry.login import Login, anonymous, origin
 
 __all__ = ["HttpRegistry"]
 
@@ -55,31 +57,14 @@ BULK_SPLIT = 100  # names per bulk request when there are more
 BULK_THREADS = 4  # bulk requests in flight at once
 RETRY_DELAYS = (0.2, 0.5)  # sleeps between the 3 attempts of a read
 MAX_PAGES = 100_000  # pages of one list: more is a server that never ends
-_VERBS = {"GET": "get", "POST": "add", "PATCH": "update", "DELETE": "delete"}
-_NOT_FOUND_HINTS = ("no such dtype", "no such archive", "no such resource")
-_TRANSIENT = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
 
 
-def _anonymous(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """An auth that adds nothing, so requests does not fall back to ~/.netrc."""
-    return request
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Keeps no cookie a response sets: a session cookie is a credential, sent
+    with writes only, by :class:`~nbank_core.registry.login.SessionAuth`."""
 
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """``(scheme, host, port)`` of ``url``, the default port made explicit."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None:
-        port = {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
 
 
 class _Session(requests.Session):
@@ -92,134 +77,18 @@ class _Session(requests.Session):
         old = response.request.url if response.request is not None else None
         new = prepared_request.url
         if "Authorization" in prepared_request.headers and (
-            old is None or new is None or _origin(old) != _origin(new)
+            old is None or new is None or origin(old) != origin(new)
         ):
             del prepared_request.headers["Authorization"]
-
-
-def _field_errors(body: Any, prefix: str = "") -> list[str]:
-    """Flattens DRF's error body into ``["field: message", ...]``."""
-    if isinstance(body, Mapping):
-        out = []
-        for key, value in body.items():
-            name = key if key in ("non_field_errors", "detail") else f"{prefix}{key}"
-            out += _field_errors(value, f"{name}." if isinstance(value, dict) else name)
-        return out
-    if isinstance(body, list):
-        return [m for item in body for m in _field_errors(item, prefix)]
-    label = prefix.rstrip(".")
-    plain = label in ("", "detail", "non_field_errors")
-    return [str(body) if plain else f"{label}: {body}"]
-
-
-def _not_json(url: str, response: requests.Response) -> BadResponse:
-    ctype = response.headers.get("Content-Type", "?")
-    return BadResponse(
-        f"the registry at {url} answered with something that is not JSON (status "
-        f"{response.status_code}, content-type {ctype}): is the URL the registry's "
-        "API root?"
-    )
-
-
-def _map_error(
-    url: str,
-    what: str,
-    method: str,
-    *,
-    response: requests.Response | None = None,
-    exc: requests.RequestException | None = None,
-    user: str | None = None,
-    timeout: float = 0.0,
-    attempts: int = 1,
-    elapsed: float = 0.0,
-) -> NbankError:
-    """Translates a transport failure or an error response into neurobank's errors,
-    with any password in a URL (the request's, a redirect's) masked."""
-    err = _describe(url, what, method, response, exc, user, timeout, attempts, elapsed)
-    return type(err)(mask_text(str(err)))
-
-
-def _describe(
-    url: str,
-    what: str,
-    method: str,
-    response: requests.Response | None,
-    exc: requests.RequestException | None,
-    user: str | None,
-    timeout: float,
-    attempts: int,
-    elapsed: float,
-) -> NbankError:
-    if exc is not None:
-        if isinstance(exc, ValueError):  # InvalidURL, MissingSchema, InvalidSchema
-            return ConfigError(f"invalid registry URL {url!r}: {exc}")
-        if not isinstance(exc, _TRANSIENT):  # e.g. TooManyRedirects
-            return BadResponse(f"the registry at {url} cannot be used: {exc}")
-        if isinstance(exc, requests.Timeout):
-            reason = f"no answer within {timeout:g} s"
-        else:  # the innermost OSError says it best: "Connection refused"
-            inner: BaseException = exc
-            while (inner.__cause__ or inner.__context__) is not None:
-                inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
-            reason = getattr(inner, "strerror", None) or str(exc)
-        if attempts > 1:
-            reason += f" ({attempts} attempts, {elapsed:.1f} s in all)"
-        hint = " or a longer --timeout" if isinstance(exc, requests.Timeout) else ""
-        return RegistryUnavailable(
-            f"cannot reach the registry at {url}: {reason}. Check that the server is "
-            f"running and the URL is right (-r or NBANK_REGISTRY){hint}"
-        )
-    assert response is not None
-    status, verb = response.status_code, _VERBS.get(method, method.lower())
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    detail = "; ".join(_field_errors(body)) if body is not None else ""
-    if status >= 500:
-        return RegistryUnavailable(
-            f"the registry at {url} failed with status {status} trying to {verb} "
-            f"{what}{': ' + detail if detail else ''}. The server may be overloaded "
-            "or broken: try again later or tell its administrator"
-        )
-    if status in (401, 403):
-        who = f"as user '{user}'" if user else "without credentials"
-        return AuthError(
-            f"the registry at {url} refused to let you {verb} {what} {who} "
-            f"({status}: {detail or response.reason}). Pass -a user:password or add "
-            "the host to ~/.netrc, with a user allowed to do this"
-        )
-    if 300 <= status < 400:
-        return BadResponse(
-            f"the registry at {url} redirected a {method} to "
-            f"{response.headers.get('Location')!r}: use the address it redirects "
-            "to as the registry URL (-r or NBANK_REGISTRY)"
-        )
-    if body is None:
-        return _not_json(url, response)
-    if status == 404:
-        return NotFound(f"{what} is not registered at {url}")
-    lowered = detail.lower()
-    if status == 400 and ("already" in lowered or "unique" in lowered):
-        return AlreadyExists(
-            f"cannot {verb} {what}: the registry at {url} already holds a "
-            f"conflicting record ({detail})"
-        )
-    if status == 400 and any(hint in lowered for hint in _NOT_FOUND_HINTS):
-        return NotFound(
-            f"cannot {verb} {what} at {url}: {detail}. Register what is missing first"
-        )
-    return RegistryRejected(
-        f"the registry at {url} refused to {verb} {what} (status {status}): "
-        f"{detail or response.reason}"
-    )
 
 
 class HttpRegistry(Registry):
     """A django-neurobank server at ``url`` (its API root, e.g. ``http://host/neurobank/``).
 
     ``auth`` is ``(user, password)`` for writes; without it the ``~/.netrc`` (or
-    ``$NETRC``) entry for the host is used. Nothing is contacted until the first call.
+    ``$NETRC``) entry for the host is used. ``login`` is the path of the site's login
+    view (else ``NBANK_LOGIN``, else the usual places; ``"none"``: Basic on every
+    write). Nothing is contacted until the first call.
     """
 
     def __init__(
@@ -228,6 +97,7 @@ class HttpRegistry(Registry):
         *,
         auth: tuple[str, str] | None = None,
         timeout: float = 30.0,
+        login: str | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.username is not None:  # credentials in the URL: keep them out of it
@@ -236,6 +106,9 @@ class HttpRegistry(Registry):
         self.url = urlunsplit(parts).rstrip("/") + "/"
         self.timeout = timeout
         self._auth = auth
+        self._login_path = login
+        Login(self.url, login)  # a login page on another host: ConfigError now
+        self._login: Login | None = None
         self._session: requests.Session | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -243,7 +116,7 @@ class HttpRegistry(Registry):
     # -- pickling and the per-process session ------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_session=None, _pid=None, _lock=None)
+        state.update(_session=None, _pid=None, _lock=None, _login=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -261,13 +134,23 @@ class HttpRegistry(Registry):
                 if self._session is not None:
                     self._session.close()  # the parent's sockets: close our copies
                 session = _Session()
+                session.cookies.set_policy(_NoCookies())  # sent explicitly, if ever
                 adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 session.headers["User-Agent"] = f"neurobank/{__version__}"
                 session.headers["Accept"] = "application/json"
                 self._session, self._pid = session, pid
+                self._login = Login(self.url, self._login_path)
             return self._session
+
+    def _write_auth(self, creds: tuple[str, str] | None) -> Any:
+        """The auth of a write: the session (logging in once), else Basic."""
+        if not creds:
+            return anonymous
+        session = self._http()
+        assert self._login is not None
+        return self._login.auth(session, creds, self.timeout)
 
     def _credentials(self) -> tuple[str, str] | None:
         """``auth`` if given, else the netrc entry for the host (read at each write)."""
@@ -294,17 +177,17 @@ class HttpRegistry(Registry):
         """Sends one request; retries a read whose failure is transient."""
         url = path_or_url if "://" in path_or_url else self.url + path_or_url
         creds = None if read else self._credentials()
-        auth = HTTPBasicAuth(*creds) if creds else _anonymous
         attempts = 1 + len(RETRY_DELAYS) if read else 1
-        kwargs = dict(params=params, json=body, auth=auth, timeout=self.timeout)
-        start = time.monotonic()
-        for attempt in range(attempts):
+        kwargs = dict(params=params, json=body, timeout=self.timeout)
+        start, attempt, again = time.monotonic(), 0, 2  # again: after a 401/403
+        while True:
+            auth = self._write_auth(creds)
             try:  # a redirected POST would lose its body: only GETs follow them
                 response = self._http().request(
-                    method, url, allow_redirects=method == "GET", **kwargs
+                    method, url, allow_redirects=method == "GET", auth=auth, **kwargs
                 )
             except requests.RequestException as exc:
-                err = _map_error(
+                err = map_error(
                     self.url,
                     what,
                     method,
@@ -315,20 +198,27 @@ class HttpRegistry(Registry):
                 )
                 err.__cause__ = exc
             else:
+                login = self._login
                 if response.status_code < 300:
+                    if login is not None:
+                        login.accepted(auth)
                     return response
+                if response.status_code in (401, 403) and again and login is not None:
+                    again -= 1  # the session expired, or the API takes none
+                    if login.refused(auth):
+                        continue
                 user = creds[0] if creds else None
-                err = _map_error(self.url, what, method, response=response, user=user)
-            if not isinstance(err, RegistryUnavailable) or attempt + 1 == attempts:
+                err = map_error(self.url, what, method, response=response, user=user)
+            attempt += 1
+            if not isinstance(err, RegistryUnavailable) or attempt == attempts:
                 raise err
-            time.sleep(RETRY_DELAYS[attempt])
-        raise AssertionError("unreachable")
+            time.sleep(RETRY_DELAYS[attempt - 1])
 
     def _json(self, response: requests.Response) -> Any:
         try:
             return response.json()
         except ValueError:
-            raise _not_json(self.url, response) from None
+            raise not_json(self.url, response) from None
 
     def _get(self, path: str, what: str, **params: Any) -> Any:
         return self._json(self._request("GET", path, what, params=params or None))
@@ -381,7 +271,7 @@ class HttpRegistry(Registry):
             try:  # JSON lines, sent as text/html
                 return [json.loads(x) for x in response.text.splitlines() if x]
             except ValueError:
-                raise _not_json(self.url, response) from None
+                raise not_json(self.url, response) from None
 
         if len(batches) <= 1:
             answers = [one(b) for b in batches]
@@ -577,7 +467,7 @@ class HttpRegistry(Registry):
                 with self._http().get(
                     url,
                     headers=headers,
-                    auth=_anonymous,
+                    auth=anonymous,
                     timeout=self.timeout,
                     stream=True,
                 ) as response:
@@ -585,7 +475,7 @@ class HttpRegistry(Registry):
                         return consume(response)
                     err = self._download_error(name, what, response)
             except requests.RequestException as exc:
-                err = _map_error(self.url, what, "GET", exc=exc, timeout=self.timeout)
+                err = map_error(self.url, what, "GET", exc=exc, timeout=self.timeout)
                 err.__cause__ = exc
             if not isinstance(err, RegistryUnavailable) or attempt + 1 == attempts:
                 raise err
@@ -605,7 +495,7 @@ class HttpRegistry(Registry):
                 "its datatype is not downloadable, or no archive the server can "
                 "read holds it. Mount an archive that holds it on this host"
             )
-        return _map_error(self.url, what, "GET", response=response)
+        return map_error(self.url, what, "GET", response=response)
 
 
 def _given(**fields: Any) -> dict[str, Any]:

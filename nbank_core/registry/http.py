@@ -48,7 +48,7 @@ from nbank_core.ids import validate_id
 from nbank_core.redact import mask_text
 from nbank_core.registry.base import BULK_BATCH, Registry
 from nbank_core.registry.http_errors import map_error, not_json
-from nbank_core.registry.login import Login, anonymous, origin
+from nbank_core.registry.login import Login, anonymous, origin, shared_login
 
 __all__ = ["HttpRegistry"]
 
@@ -141,7 +141,7 @@ class HttpRegistry(Registry):
                 session.headers["User-Agent"] = f"neurobank/{__version__}"
                 session.headers["Accept"] = "application/json"
                 self._session, self._pid = session, pid
-                self._login = Login(self.url, self._login_path)
+                self._login = shared_login(self.url, self._login_path)
             return self._session
 
     def _write_auth(self, creds: tuple[str, str] | None) -> Any:

@@ -46,7 +46,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from nbank_core.errors import ConfigError
 
-__all__ = ["ENV_LOGIN", "Login", "SessionAuth", "anonymous", "origin"]
+__all__ = ["ENV_LOGIN", "Login", "SessionAuth", "anonymous", "origin", "shared_login"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,24 @@ class SessionAuth(AuthBase):
 
     def __repr__(self) -> str:  # never the cookie
         return "SessionAuth(...)"
+
+
+_shared: dict[tuple[int, str, str | None], Login] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_login(registry_url: str, path: str | None = None) -> Login:
+    """The one :class:`Login` of this process for a registry (each registry object,
+    each job of an engine, uses the same login: one password check per process)."""
+    path = path if path is not None else os.environ.get(ENV_LOGIN) or None
+    key = (os.getpid(), registry_url, path)
+    with _shared_lock:
+        login = _shared.get(key)
+        if login is None:
+            if any(k[0] != key[0] for k in _shared):  # a forked child: not ours
+                _shared.clear()
+            login = _shared[key] = Login(registry_url, path)
+        return login
 
 
 class Login:

@@ -120,21 +120,32 @@ class Outputs:
         is when this is asked."""
         for obj in objs:
             key = str(obj.local_path())
-            if key in self._checked or not self._is_output(key):
-                continue  # checked, or an input (or made by a rule not parsed yet)
-            self._checked.add(key)
-            self.provider.archive_config()
-            self.dtype(obj.ext)
+            if key in self._checked:
+                continue
+            output, final = self._is_output(key)
+            if output:
+                self.provider.archive_config()
+                self.dtype(obj.ext)
+            if final:
+                self._checked.add(key)
 
-    def _is_output(self, key: str) -> bool:
-        """True if a rule of the running workflow makes the local path ``key`` (a
-        rule's storage outputs are patterns of local paths under the provider's
-        prefix), or a job of its DAG has it as an output."""
+    def _is_output(self, key: str) -> tuple[bool, bool]:
+        """Whether a rule of the running workflow makes the local path ``key`` (an
+        output, log or benchmark of this provider, whose patterns are local paths
+        under the provider's prefix), and whether that answer is final: a no is
+        final once Snakemake has read every rule (it has a DAG then)."""
         workflow = workflow_of_process()
         for rule in getattr(workflow, "rules", ()):
-            if rule.is_producer(key):
-                return True
-        return self.provider.jobs.job_of(key) is not None
+            files = [*rule.output, *(rule.log or ())]
+            files += [rule.benchmark] if rule.benchmark else []
+            for f in files:
+                if (
+                    getattr(f, "is_storage", False)
+                    and f.storage_object.provider is self.provider
+                    and f.match(key)
+                ):
+                    return True, True
+        return False, getattr(workflow, "dag", None) is not None
 
     # -- storing ---------------------------------------------------------------
     def store(self, obj: StorageObject) -> DepositResult:

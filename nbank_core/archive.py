@@ -157,8 +157,9 @@ class ArchiveConfig:
         only if it stays in its shard (:meth:`confined`).
         """
         for path in self.candidate_paths(name, filename):
-            if os.path.lexists(path):
-                return self.confined(name, path)
+            found = self.stored(name, path)
+            if found is not None:
+                return found
         shard = self.shard_dir(name)
         prefix = name + "."
         try:
@@ -170,11 +171,25 @@ class ArchiveConfig:
             pass
         return None
 
+    def stored(self, name: str, path: Path) -> Path | None:
+        """``path`` (a candidate of :meth:`candidate_paths`) if something is there,
+        else None: one ``lstat``, and :meth:`confined`'s checks only for a
+        symbolic link."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return self.confined(name, path) if stat.S_ISLNK(st.st_mode) else path
+
     def confined(self, name: str, path: Path) -> Path:
         """Returns ``path`` (a file of ``name`` in its shard) if it resolves inside
         that shard; raises IntegrityError if it is, or passes through, a symbolic
-        link that leads out of it. One ``realpath`` per call."""
+        link that leads out of it. A name directly in the shard that is not a link
+        resolves inside it whatever the shard resolves to: one ``lstat``; else two
+        ``realpath``."""
         shard = self.shard_dir(name)
+        if path.parent == shard and not os.path.islink(path):
+            return path
         real = Path(os.path.realpath(path))
         real_shard = Path(os.path.realpath(shard))
         if real.parent != real_shard and real_shard not in real.parents:

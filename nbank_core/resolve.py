@@ -304,8 +304,9 @@ def _find(
     shard shared by every id of the batch that missed. What is found must stay in
     its shard (:meth:`ArchiveConfig.confined`), or IntegrityError."""
     for path in cfg.candidate_paths(name, filename):
-        if os.path.lexists(path):
-            return cfg.confined(name, path)
+        found = cfg.stored(name, path)
+        if found is not None:
+            return found
     shard = cfg.shard_dir(name)
     index = shards.get(shard)
     if index is None:

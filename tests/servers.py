@@ -7,6 +7,7 @@ gunicorn, and tiny HTTP servers that misbehave on purpose. For example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -19,15 +20,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import requests
+
 __all__ = [
     "DjangoRegistry",
+    "Seen",
     "TinyServer",
     "free_port",
+    "recording_proxy",
     "start_django_registry",
     "start_tiny_server",
 ]
@@ -419,6 +424,87 @@ class TinyServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
+
+
+@dataclass
+class Seen:
+    """One request the proxy forwarded."""
+
+    method: str
+    path: str
+    basic: bool  # an Authorization header
+    cookie: bool  # a Cookie header
+    csrf: bool  # an X-CSRFToken header
+    status: int
+    body: bytes
+
+    @property
+    def write(self) -> bool:
+        return self.method != "GET" and not self.path.startswith(
+            ("/neurobank/bulk/", "/api-auth/", "/admin/")
+        )
+
+
+class _Forward(BaseHTTPRequestHandler):
+    upstream: str
+    seen: list[Seen]
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        skip = ("host", "content-length", "connection", "accept-encoding")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        answer = requests.request(
+            self.command,
+            self.upstream + self.path,
+            data=body or None,
+            headers=headers,
+            allow_redirects=False,
+            timeout=60,
+        )
+        lower = {k.lower() for k in headers}
+        self.seen.append(
+            Seen(
+                self.command,
+                self.path,
+                "authorization" in lower,
+                "cookie" in lower,
+                "x-csrftoken" in lower,
+                answer.status_code,
+                body,
+            )
+        )
+        self.send_response(answer.status_code)
+        for k, v in answer.raw.headers.items():
+            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def recording_proxy(server: DjangoRegistry) -> Iterator[tuple[str, list[Seen]]]:
+    """A recording proxy in front of ``server``: its registry URL (a new origin, so
+    each test has its own per-process login) and the requests it forwarded, as
+    :class:`Seen` (``write``: a write of the API, not a bulk read nor a login)."""
+    seen: list[Seen] = []
+    up = server.url.split("/neurobank/")[0]
+    handler = type("Handler", (_Forward,), {"upstream": up, "seen": seen})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/neurobank/", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
 
 
 Responder = Callable[[str, str, int], tuple[int, str, bytes]]

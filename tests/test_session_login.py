@@ -11,99 +11,17 @@ import http.server
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from crash_helpers import nbank
-from servers import DjangoRegistry, start_django_registry
+from servers import DjangoRegistry, Seen, recording_proxy, start_django_registry
 
 from nbank_core import init_archive
 from nbank_core.errors import AuthError, ConfigError
 from nbank_core.registry.http import HttpRegistry
 
 LOGIN = "/api-auth/login/"
-
-
-@dataclass
-class Seen:
-    """One request the proxy forwarded."""
-
-    method: str
-    path: str
-    basic: bool  # an Authorization header
-    cookie: bool  # a Cookie header
-    csrf: bool  # an X-CSRFToken header
-    status: int
-    body: bytes
-
-    @property
-    def write(self) -> bool:
-        return self.method != "GET" and not self.path.startswith(
-            ("/neurobank/bulk/", LOGIN)
-        )
-
-
-class _Forward(http.server.BaseHTTPRequestHandler):
-    upstream: str
-    seen: list[Seen]
-
-    def _forward(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        skip = ("host", "content-length", "connection", "accept-encoding")
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-        answer = requests.request(
-            self.command,
-            self.upstream + self.path,
-            data=body or None,
-            headers=headers,
-            allow_redirects=False,
-            timeout=60,
-        )
-        lower = {k.lower() for k in headers}
-        self.seen.append(
-            Seen(
-                self.command,
-                self.path,
-                "authorization" in lower,
-                "cookie" in lower,
-                "x-csrftoken" in lower,
-                answer.status_code,
-                body,
-            )
-        )
-        self.send_response(answer.status_code)
-        for k, v in answer.raw.headers.items():
-            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(answer.content)))
-        self.end_headers()
-        self.wfile.write(answer.content)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _forward
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def proxy(server: DjangoRegistry) -> Iterator[tuple[str, list[Seen]]]:
-    """A recording proxy in front of ``server``: its registry URL (a new origin, so
-    each test has its own per-process login) and the requests it forwarded."""
-    seen: list[Seen] = []
-    up = server.url.split("/neurobank/")[0]
-    handler = type("Handler", (_Forward,), {"upstream": up, "seen": seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/neurobank/", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +41,7 @@ def logins(seen: list[Seen]) -> list[Seen]:
 def test_one_login_then_every_write_with_the_session(
     session_site: DjangoRegistry, uniq: str
 ) -> None:
-    with proxy(session_site) as (url, seen):
+    with recording_proxy(session_site) as (url, seen):
         with HttpRegistry(url, auth=session_site.auth) as reg:
             reg.add_datatype(f"txt-{uniq}", "text/plain")
             for i in range(4):
@@ -145,7 +63,7 @@ def test_a_basic_only_site_gets_basic_silently(
     django_registry: DjangoRegistry, uniq: str
 ) -> None:
     """The minimal site: one anonymous probe (401), no login searched, Basic."""
-    with proxy(django_registry) as (url, seen):
+    with recording_proxy(django_registry) as (url, seen):
         with HttpRegistry(url, auth=django_registry.auth) as reg:
             reg.add_datatype(f"txt-{uniq}", "text/plain")
             reg.add_archive(f"b1{uniq}", f"/tmp/basic-{uniq}-1")
@@ -163,7 +81,7 @@ def test_a_basic_only_site_gets_basic_silently(
 def test_an_expired_session_is_replaced_by_one_new_login(
     session_site: DjangoRegistry, uniq: str
 ) -> None:
-    with proxy(session_site) as (url, seen):
+    with recording_proxy(session_site) as (url, seen):
         with HttpRegistry(url, auth=session_site.auth) as reg:
             reg.add_datatype(f"txt-{uniq}", "text/plain")
             with sqlite3.connect(session_site.workdir / "db.sqlite3") as db:
@@ -185,7 +103,7 @@ def test_a_wrong_password_is_one_auth_error(
     session_site: DjangoRegistry, uniq: str
 ) -> None:
     user, password = session_site.auth
-    with proxy(session_site) as (url, seen):
+    with recording_proxy(session_site) as (url, seen):
         with HttpRegistry(url, auth=(user, f"wrong{uniq}")) as reg:
             with pytest.raises(AuthError) as info:
                 reg.add_datatype(f"txt-{uniq}", "text/plain")
@@ -204,7 +122,7 @@ def test_a_wrong_password_is_one_auth_error(
 
 
 def test_reads_carry_no_credentials(session_site: DjangoRegistry, uniq: str) -> None:
-    with proxy(session_site) as (url, seen):
+    with recording_proxy(session_site) as (url, seen):
         with HttpRegistry(url, auth=session_site.auth) as reg:
             reg.add_datatype(f"txt-{uniq}", "text/plain")
             reg.add_archive(f"r{uniq}", f"/tmp/reads-{uniq}")
@@ -301,7 +219,7 @@ def test_login_none_sends_basic_without_a_probe(
     session_site: DjangoRegistry, uniq: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NBANK_LOGIN", "none")
-    with proxy(session_site) as (url, seen):
+    with recording_proxy(session_site) as (url, seen):
         with HttpRegistry(url, auth=session_site.auth) as reg:
             reg.add_datatype(f"txt-{uniq}", "text/plain")
     assert [(s.path, s.basic, s.status) for s in seen] == [
@@ -325,7 +243,7 @@ def test_a_deposit_logs_in_once(
         src.write_text(f"file {i} {uniq}")
         sources.append(str(src))
     auth = f"{user}:{right if password == 'right' else 'wrong' + uniq}"
-    with proxy(session_site) as (url, seen):
+    with recording_proxy(session_site) as (url, seen):
         with HttpRegistry(url, auth=session_site.auth) as reg:
             cfg = init_archive(tmp_path / "archive", registry=reg, name=f"d{uniq}")
             reg.add_datatype(f"txt-{uniq}", "text/plain")

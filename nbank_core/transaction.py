@@ -7,7 +7,8 @@ The order is chosen so that nothing is ever lost and no source ever shares its
 inode with an archived file:
 
 1. validate the archive's policy, the ids and the sources (never a file inside an
-   archive); check names already taken (one bulk registry call for the batch);
+   archive); check names already taken (one bulk registry call for the batch;
+   with a server, only for sources that are gone, as its POST reports the rest);
 2. hash (in parallel across files);
 3. write the batch's journal in ``staging/.journal/`` (durably), then stage each
    item inside ``staging/``: the source is renamed in on the same filesystem
@@ -282,7 +283,13 @@ class _Batch:
         works = [_Work(i, DepositResult(Path(i.source))) for i in items]
         _refuse_repeats(works)
         if not self.auto_id:
-            named = {_item_name(w.item) for w in works if w.result.error is None}
+            todo = [w for w in works if w.result.error is None]
+            if self.reg.url.startswith("http") and not self.opt.dry_run:
+                # a server's POST says itself that a name is taken (_register then
+                # reads that one record): look up only the sources that are gone,
+                # archived by an interrupted run of this deposit
+                todo = [w for w in todo if not os.path.lexists(w.item.source)]
+            named = {_item_name(w.item) for w in todo}
             valid = [n for n in named if n and _valid(n)]
             self.taken = self.reg.get_resources(valid) if valid else {}
         jobs = jobs or (8 if self.reg.url.startswith("http") else 4)
@@ -463,7 +470,9 @@ class _Batch:
             _check_name_length(res.id, w.suffix if self.cfg.keep_extensions else "")
         if self.hash or w.is_dir:
             res.sha1 = hashing.sha1_path(src)
-        if res.id is None:
+        if res.id is None:  # the registry names it when it is registered
+            if self.opt.dry_run:
+                res.status = "dry-run"
             return
         target = self.cfg.resource_path(res.id, w.suffix)
         record = self.taken.get(res.id)
@@ -647,6 +656,10 @@ class _Batch:
                 log.info("'%s' was registered although the answer was lost", res.id)
                 if self.cfg.find_file(res.id, record.get("filename")) is None:
                     return record
+            elif not lost and _dangling(record, res.sha1):  # not looked up before
+                w.adopted = True
+                self.reg.add_location(res.id, self.archive_name)
+                return None
             self._already(w, record)
             return None
         res.id = record["name"]

@@ -233,8 +233,8 @@ def test_login_none_sends_basic_without_a_probe(
 def test_a_deposit_logs_in_once(
     session_site: DjangoRegistry, tmp_path: Path, uniq: str, password: str
 ) -> None:
-    """``nbank deposit`` of 20 files: one login, 20 session writes (one per file);
-    with a wrong password, one line and nothing deposited."""
+    """``nbank deposit`` of 20 files: one login, 20 session writes (one request
+    per file); with a wrong password, one line and nothing deposited."""
     user, right = session_site.auth
     sources = []
     for i in range(20):
@@ -256,6 +256,8 @@ def test_a_deposit_logs_in_once(
         assert len(logins(seen)) == 1 and logins(seen)[0].status == 302
         assert len(writes) == 20 and all(s.status == 201 for s in writes)
         assert not any(s.basic for s in seen)
+        # no bulk look-up of the names first: each POST says if its name is taken
+        assert not any(s.path.startswith("/neurobank/bulk/") for s in seen)
     else:
         assert run.returncode == 1 and run.tracebacks == 0
         assert len(run.stderr.strip().splitlines()) == 1, run.stderr

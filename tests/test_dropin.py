@@ -147,14 +147,7 @@ def deposited(twins: Twins) -> Twins:
         ["-j", "-y"],
         ["-j", "--dry-run", "-k", "x=y"],
         ["-j", "-A"],
-        pytest.param(
-            ["-j", "--auto-id", "-y"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a dry run with automatic ids stops on an assertion in "
-                "nbank_core/transaction.py (_stage); left to that module's owner",
-            ),
-        ),
+        ["-j", "--auto-id", "-y"],
         ["-j", "--no-file-metadata"],
         ["-j", "--override-file-metadata", "-k", "x=1"],
     ],

@@ -104,7 +104,7 @@ def prepare(
     """Deposits N small inputs (also kept as local files); returns the env for
     the runs."""
     (root / "local").mkdir(parents=True)
-    reg = open_registry(url, auth=auth)
+    reg = open_registry(url, auth=auth, create=True)  # a new embedded one
     try:
         cfg = init_archive(root / "archive", registry=reg, name=f"bench-{root.name}")
         reg.add_datatype("bench-input", "text/plain")

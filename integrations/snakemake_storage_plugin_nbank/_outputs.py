@@ -189,19 +189,23 @@ class Outputs:
                 DepositItem(source=objs[i].local_path(), name=objs[i].nbank_id)
                 for i in idx
             ]
-            with edge(objs[idx[0]].query):
-                got = deposit(
-                    cfg,
-                    items,
-                    dtype=dtype,
-                    metadata=metadata,
-                    registry=provider.registry,
-                    keep_source=not link,
-                    link_source=link,
-                    exist_ok=True,
-                    derived=True,
-                    atomic=True,
-                )
+            try:
+                with edge(objs[idx[0]].query):
+                    got = deposit(
+                        cfg,
+                        items,
+                        dtype=dtype,
+                        metadata=metadata,
+                        registry=provider.registry,
+                        keep_source=not link,
+                        link_source=link,
+                        exist_ok=True,
+                        derived=True,
+                        atomic=True,
+                    )
+            except WorkflowError as err:  # the batch could not begin
+                self._withdraw_deposited([r for r in results if r is not None], err)
+                raise
             for i, r in zip(idx, got, strict=True):
                 results[i] = r
         final = [r for r in results if r is not None]
@@ -215,9 +219,7 @@ class Outputs:
                     provider.accepted.mark(r.id)
         return final
 
-    def _withdraw_deposited(
-        self, results: list[DepositResult], why: str | None
-    ) -> None:
+    def _withdraw_deposited(self, results: list[DepositResult], why: object) -> None:
         """Withdraws what earlier batches of a job deposited, after a later one
         failed (each batch is all or nothing by itself)."""
         provider, cfg = self.provider, self.provider.archive_config()

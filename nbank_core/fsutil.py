@@ -60,12 +60,15 @@ def atomic_write_text(
     mode: int = 0o644,
     gid: int = -1,
     overwrite: bool = False,
+    durable: bool = True,
 ) -> None:
     """Writes ``text`` to ``path`` through a temp file in the same directory.
 
     The temp file is fsynced, given ``mode`` (and group ``gid``), then published:
     with ``overwrite`` by rename, otherwise by a no-clobber link that raises
     FileExistsError if ``path`` appeared meanwhile. The temp file never survives.
+    ``durable=False`` skips the fsyncs (the file still appears whole or not at all
+    to other processes, but a power failure may lose it).
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -77,7 +80,8 @@ def atomic_write_text(
             if gid != -1:
                 with contextlib.suppress(PermissionError):
                     os.fchown(fp.fileno(), -1, gid)
-            os.fsync(fp.fileno())
+            if durable:
+                os.fsync(fp.fileno())
         if overwrite:
             os.replace(tmp, target)
         else:
@@ -89,7 +93,8 @@ def atomic_write_text(
                         errno.EEXIST, f"'{target}' already exists", str(target)
                     ) from None
                 raise
-        fsync_dir(target.parent)
+        if durable:
+            fsync_dir(target.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

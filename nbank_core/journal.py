@@ -91,30 +91,36 @@ class Journal:
             entry.update(host=socket.gethostname(), pid=os.getpid())
         self.entries[staged.name] = entry
 
-    def write(self) -> None:
-        """Writes the journal and makes it durable."""
+    def write(self, durable: bool = True) -> None:
+        """Writes the journal and makes it durable (``durable=False``: when every
+        source stays in place, so a journal lost in a power failure loses no
+        file, only the note that a staged name is a spare)."""
         if not self.entries:
             return
         text = json.dumps(self.entries) + "\n"
         for attempt in (1, 2):  # another batch may remove the empty directory
             self.dir.mkdir(exist_ok=True)
             try:
-                atomic_write_text(self.path, text, mode=0o644, overwrite=True)
+                atomic_write_text(
+                    self.path, text, mode=0o644, overwrite=True, durable=durable
+                )
                 break
             except FileNotFoundError:
                 if attempt == 2:
                     raise
         self.written = True
 
-    def remove(self) -> None:
-        """Deletes the journal (the batch's staged entries are settled)."""
+    def remove(self, durable: bool = True) -> None:
+        """Deletes the journal (the batch's staged entries are settled); with
+        ``durable``, makes that and the removal of the staged names durable."""
         if self.written:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
             with contextlib.suppress(OSError):
                 self.dir.rmdir()  # only if no other batch has a journal there
-            with contextlib.suppress(OSError):
-                fsync_dir(self.dir.parent)
+            if durable:
+                with contextlib.suppress(OSError):
+                    fsync_dir(self.dir.parent)
             self.written = False
 
 

@@ -131,8 +131,13 @@ class Resolver:
         ``fresh`` asks the registry whatever is cached; ``keep_misses`` fetches
         ahead: each id found missing answers its next question once from this
         call (as ids fetched with :meth:`expect` do)."""
-        wanted = list(dict.fromkeys(ids.parse_identifier(n)[1] for n in names))
+        names = list(names)
         now = self.clock()
+        if not fresh and len(names) == 1:  # an engine asks about one id, often
+            hit = self._cache.get(names[0])  # its plain id: no parsing, no lock
+            if hit is not None and now - hit[0] < self.ttl:
+                return {names[0]: hit[1]}
+        wanted = list(dict.fromkeys(ids.parse_identifier(n)[1] for n in names))
         found: dict[str, Located] = {}
         missing: list[str] = []
         with self._lock:
@@ -165,11 +170,10 @@ class Resolver:
 
     def locate(self, name: str) -> Located:
         """Returns the Located for one id; raises NotFound if it is not registered."""
+        for loc in self.locate_many([name]).values():
+            return loc
         ident = ids.parse_identifier(name)[1]
-        loc = self.locate_many([ident]).get(ident)
-        if loc is None:
-            raise NotFound(f"'{ident}' is not registered in {self.registry.url}")
-        return loc
+        raise NotFound(f"'{ident}' is not registered in {self.registry.url}")
 
     def path(self, name: str) -> Path:
         """Returns the archived file of one id, or raises NotFound saying why."""

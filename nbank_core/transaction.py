@@ -53,6 +53,7 @@ import shutil
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -242,6 +243,22 @@ def deposit(
             reg.close()
 
 
+class _InThisThread(contextlib.AbstractContextManager):
+    """The part of an executor ``run_chunks`` uses, running each call in turn."""
+
+    def map(self, fn: Callable[..., Any], *items: Iterable[Any]) -> Iterable[Any]:
+        return map(fn, *items)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+#: per registry object: the archive records and datatypes already checked
+_known: weakref.WeakKeyDictionary[Registry, dict[tuple[str, str], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class _Batch:
     def __init__(
         self,
@@ -267,7 +284,12 @@ class _Batch:
 
     # -- the batch ---------------------------------------------------------------
     def run(self, files: Iterable[Any], jobs: int | None) -> list[DepositResult]:
-        archive = registered_archive(self.reg, self.cfg)
+        # an engine deposits each job's outputs through one registry object: the
+        # archive's record and the datatype are looked up once for all its jobs
+        # (a later change is refused by the registry's own POST)
+        known = _known.setdefault(self.reg, {})
+        archive = known.get(("archive", str(self.cfg.path)))
+        archive = archive or registered_archive(self.reg, self.cfg)
         if archive is None:
             raise NotFound(
                 f"the archive at '{self.cfg.path}' is not registered in "
@@ -276,7 +298,10 @@ class _Batch:
                 f"{CONFIG_NAME}"
             )
         self.archive_name = archive["name"]
-        self.reg.get_datatype(self.opt.dtype)  # NotFound names the dtype
+        known[("archive", str(self.cfg.path))] = archive
+        if ("dtype", self.opt.dtype) not in known:
+            self.reg.get_datatype(self.opt.dtype)  # NotFound names the dtype
+            known[("dtype", self.opt.dtype)] = True
         items = [
             f if isinstance(f, DepositItem) else DepositItem(Path(f)) for f in files
         ]
@@ -284,10 +309,11 @@ class _Batch:
         _refuse_repeats(works)
         if not self.auto_id:
             todo = [w for w in works if w.result.error is None]
-            if self.reg.url.startswith("http") and not self.opt.dry_run:
+            lazy = self.reg.url.startswith("http") or self.opt.link_source
+            if lazy and not self.opt.dry_run:
                 # a server's POST says itself that a name is taken (_register then
-                # reads that one record): look up only the sources that are gone,
-                # archived by an interrupted run of this deposit
+                # reads that one record), and staging a link costs nothing: look up
+                # only the sources that are gone, archived by an interrupted run
                 todo = [w for w in todo if not os.path.lexists(w.item.source)]
             named = {_item_name(w.item) for w in todo}
             valid = [n for n in named if n and _valid(n)]
@@ -299,7 +325,9 @@ class _Batch:
 
     def run_chunks(self, works: list[_Work], jobs: int) -> list[DepositResult]:
         results: list[DepositResult] = []
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        # one item (an engine's job): its steps in this thread, no pool to start
+        pool = ThreadPoolExecutor(jobs) if len(works) > 1 else _InThisThread()
+        with pool:
             for start in range(0, len(works), _CHUNK):
                 chunk = works[start : start + _CHUNK]
                 journal = Journal(self.cfg.staging_dir)
@@ -309,14 +337,14 @@ class _Batch:
                         functools.partial(self._prepare_safe, journal=journal), todo
                     )
                 )
-                if not self.opt.dry_run:
-                    journal.write()
+                if not self.opt.dry_run:  # durable only if a source moves
+                    journal.write(durable=not self._sources_stay())
                 if start == 0 and todo:  # the first write goes alone: a refused
                     self._one(todo[0])  # login then costs one attempt, not eight
                     todo = todo[1:]
                 list(pool.map(self._one, todo))
                 self._finish(chunk, pool)
-                journal.remove()
+                journal.remove(durable=not self._sources_stay())
                 for w in chunk:
                     results.append(w.result)
                     if self.on_result is not None:
@@ -712,6 +740,12 @@ class _Batch:
             ) from err
         res.path = target
 
+    def _sources_stay(self) -> bool:
+        """True if no source leaves its place (kept, or staged by a hard link): a
+        staged name is then always a spare, and its journal need not survive a
+        power failure."""
+        return self.opt.keep_source or self.opt.link_source
+
     def _make_shard(self, shard: Path) -> None:
         if not shard.is_dir():
             shard.mkdir(mode=self.cfg.shard_mode() & 0o777, exist_ok=True)
@@ -766,7 +800,7 @@ class _Batch:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
 
-    def _finish(self, chunk: list[_Work], pool: ThreadPoolExecutor) -> None:
+    def _finish(self, chunk: list[_Work], pool: Any) -> None:
         """Makes the chunk's new names durable, then removes staged names and the
         sources of copies that were moves across filesystems."""
         done = [w for w in chunk if w.result.status == "deposited"]
@@ -790,7 +824,7 @@ class _Batch:
                     w.result.error = f"archived, but the source was not removed: {err}"
             elif w.moved:
                 sources.add(src.parent)
-        if done:
+        if done and not self._sources_stay():  # else each staged name is a spare
             fsync_dir(self.cfg.staging_dir)
         for d in sources:
             with contextlib.suppress(OSError):

@@ -262,6 +262,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
     def local_suffix(self) -> str:
         return _query.local_suffix(self.query)
 
+    def local_path(self) -> Path:
+        """The local path, computed once: Snakemake's scheduler asks each object
+        about it (through ``exists`` and ``size``) at every scheduling round."""
+        if self._overwrite_local_path:
+            return self._overwrite_local_path
+        path = self.__dict__.get("_local")
+        if path is None:
+            path = self._local = self.provider.local_prefix / self.local_suffix()
+        return path
+
     def get_inventory_parent(self) -> str | None:
         return None  # inventory fills exact keys; there is no directory to list
 
@@ -320,7 +330,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
         located = self._located()
         if located.path is None and self.provider.registry.serves_downloads:
             return 0.0  # downloaded: immutable, so never newer than an output
-        archived = os.stat(self._archived()).st_mtime
+        with edge(self.query):
+            archived = os.stat(located.require_path()).st_mtime
         return self.provider.storage_mtime(located.id, archived)
 
     def size(self) -> int:
@@ -328,7 +339,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
         if located.path is None and self.provider.registry.serves_downloads:
             with edge(self.query):
                 return self.provider.registry.download_size(located.id)
-        st = os.stat(self._archived())
+        with edge(self.query):
+            st = os.stat(located.require_path())
         return 0 if is_dir(st) else st.st_size
 
     def checksum(self) -> str | None:

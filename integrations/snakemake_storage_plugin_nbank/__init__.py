@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,7 @@ class StorageProvider(StorageProviderBase):
         )
         self._resolver: Resolver | None = None
         self._objects: dict[str, list[StorageObject]] = {}
+        self._ahead_at = -math.inf
         self.jobs = JobIndex()
         self.outputs = Outputs(self)
         self.accepted = Accepted(Path(self.local_prefix) / ".accepted")
@@ -201,6 +204,18 @@ class StorageProvider(StorageProviderBase):
             resolver.expect(list(self._objects))
             self._resolver = resolver
         return self._resolver
+
+    def lookups_ahead(self) -> Resolver:
+        """The resolver, told (at most twice per cache lifetime) to fetch again
+        every id handed out whose answer has expired, with its next bulk request:
+        in a run longer than the cache lifetime, jobs then do not look up their
+        inputs one by one."""
+        resolver = self.resolver
+        now = time.monotonic()
+        if now - self._ahead_at >= resolver.ttl / 2:
+            self._ahead_at = now
+            resolver.expect(list(self._objects))
+        return resolver
 
     @property
     def registry(self) -> Registry:
@@ -311,7 +326,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
         if self.nbank_id is None:
             raise WorkflowError(f"{self.query} is not a valid nbank query")
         with edge(self.query):
-            return self.provider.resolver.locate(self.nbank_id)
+            return self.provider.lookups_ahead().locate(self.nbank_id)
 
     def _archived(self) -> Path:
         located = self._located()
@@ -323,7 +338,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
             return False
         self.provider.outputs.check([self])
         with edge(self.query):
-            found = self.provider.resolver.locate_many([self.nbank_id])
+            found = self.provider.lookups_ahead().locate_many([self.nbank_id])
         return self.nbank_id in found
 
     def mtime(self) -> float:

@@ -21,7 +21,6 @@ sent with writes, and the password only to a login form on the registry's origin
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import os
 import threading
@@ -48,7 +47,13 @@ from nbank_core.ids import validate_id
 from nbank_core.redact import mask_text
 from nbank_core.registry.base import BULK_BATCH, Registry
 from nbank_core.registry.http_errors import map_error, not_json
-from nbank_core.registry.login import Login, anonymous, origin, shared_login
+from nbank_core.registry.login import (
+    Login,
+    NoCookies,
+    anonymous,
+    origin,
+    shared_login,
+)
 
 __all__ = ["HttpRegistry"]
 
@@ -57,14 +62,6 @@ BULK_SPLIT = 100  # names per bulk request when there are more
 BULK_THREADS = 4  # bulk requests in flight at once
 RETRY_DELAYS = (0.2, 0.5)  # sleeps between the 3 attempts of a read
 MAX_PAGES = 100_000  # pages of one list: more is a server that never ends
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """Keeps no cookie a response sets: a session cookie is a credential, sent
-    with writes only, by :class:`~nbank_core.registry.login.SessionAuth`."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
 
 
 class _Session(requests.Session):
@@ -134,7 +131,7 @@ class HttpRegistry(Registry):
                 if self._session is not None:
                     self._session.close()  # the parent's sockets: close our copies
                 session = _Session()
-                session.cookies.set_policy(_NoCookies())  # sent explicitly, if ever
+                session.cookies.set_policy(NoCookies())  # sent explicitly, if ever
                 adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)

@@ -35,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 import os
 import re
@@ -46,7 +47,15 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from nbank_core.errors import ConfigError
 
-__all__ = ["ENV_LOGIN", "Login", "SessionAuth", "anonymous", "origin", "shared_login"]
+__all__ = [
+    "ENV_LOGIN",
+    "Login",
+    "NoCookies",
+    "SessionAuth",
+    "anonymous",
+    "origin",
+    "shared_login",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +88,14 @@ def origin(url: str) -> tuple[str, str, int | None]:
     if port is None:
         port = {"http": 80, "https": 443}.get(scheme)
     return scheme, (parts.hostname or "").lower(), port
+
+
+class NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """A cookie policy that keeps no cookie a response sets: a session cookie is
+    a credential, sent with writes only, by :class:`SessionAuth`."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        return False
 
 
 class SessionAuth(AuthBase):

@@ -325,8 +325,10 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
     def _located(self) -> Located:
         if self.nbank_id is None:
             raise WorkflowError(f"{self.query} is not a valid nbank query")
-        with edge(self.query):
+        try:  # as edge() does, without a context manager: asked at every round
             return self.provider.lookups_ahead().locate(self.nbank_id)
+        except NbankError as err:
+            raise WorkflowError(f"{self.query}: {err}") from err
 
     def _archived(self) -> Path:
         located = self._located()
@@ -337,8 +339,10 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
         if self.nbank_id is None:
             return False
         self.provider.outputs.check([self])
-        with edge(self.query):
+        try:  # as edge() does: asked at every scheduling round
             found = self.provider.lookups_ahead().locate_many([self.nbank_id])
+        except NbankError as err:
+            raise WorkflowError(f"{self.query}: {err}") from err
         return self.nbank_id in found
 
     def mtime(self) -> float:
@@ -351,12 +355,18 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
 
     def size(self) -> int:
         located = self._located()
+        known = self.__dict__.get("_size")
+        if known is not None and known[0] is located:
+            return known[1]  # the same answer, for an immutable resource
         if located.path is None and self.provider.registry.serves_downloads:
             with edge(self.query):
-                return self.provider.registry.download_size(located.id)
-        with edge(self.query):
-            st = os.stat(located.require_path())
-        return 0 if is_dir(st) else st.st_size
+                size = self.provider.registry.download_size(located.id)
+        else:
+            with edge(self.query):
+                st = os.stat(located.require_path())
+            size = 0 if is_dir(st) else st.st_size
+        self._size = (located, size)
+        return size
 
     def checksum(self) -> str | None:
         sha1 = self._located().sha1

@@ -337,7 +337,7 @@ class _Batch:
                         functools.partial(self._prepare_safe, journal=journal), todo
                     )
                 )
-                if not self.opt.dry_run:  # durable only if a source moves
+                if not self.opt.dry_run and not self._no_journal(todo):
                     journal.write(durable=not self._sources_stay())
                 if start == 0 and todo:  # the first write goes alone: a refused
                     self._one(todo[0])  # login then costs one attempt, not eight
@@ -745,6 +745,12 @@ class _Batch:
         staged name is then always a spare, and its journal need not survive a
         power failure."""
         return self.opt.keep_source or self.opt.link_source
+
+    def _no_journal(self, todo: list[_Work]) -> bool:
+        """True if a staged name needs no journal: every source stays in place and
+        none is a directory, so ``check --fix`` removes an unregistered staged file
+        as never the only copy, and completes a registered one."""
+        return self._sources_stay() and not any(w.is_dir for w in todo)
 
     def _make_shard(self, shard: Path) -> None:
         if not shard.is_dir():

@@ -156,6 +156,7 @@ class Bench:
                 start = time.perf_counter()
                 fn(t, files)
                 times[key].append(time.perf_counter() - start)
+                log(f"  {times[key][-1]:.2f} s")
         return {k: med(v) for k, v in times.items()}
 
 

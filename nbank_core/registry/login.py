@@ -206,8 +206,9 @@ class Login:
         reached (the write then says why)."""
         try:
             if self._probe:
-                self._probe = False
-                if _asks_for_basic(http, self.url, timeout):
+                basic = _asks_for_basic(http, self.url, timeout)
+                self._probe = False  # asked and answered: once per process
+                if basic:
                     self.basic_only = True
                     return None
             for place in self._places:

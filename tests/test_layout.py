@@ -1,7 +1,7 @@
 """The arrows of the house: what may import what, read from the source itself.
 
 Every ``import`` statement of the project's packages (at module level or inside a
-function) is an edge; the graph must have no cycle, the core must not reach an
+function; not those under ``if TYPE_CHECKING:``, which never run) is an edge; the graph must have no cycle, the core must not reach an
 engine or an integration, the registry backends and the archive must not know
 each other, and an integration may use only the core's public names.
 """
@@ -45,8 +45,17 @@ def _imports(name: str, path: Path) -> set[str]:
     X`` counts as importing ``P.X`` when that is a module, else ``P``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    typing_only = {  # `if TYPE_CHECKING:` imports never run
+        id(sub)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for sub in ast.walk(stmt)
+    }
     found: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -39,6 +39,7 @@ from nbank_core.journal import (
     JOURNAL_DIR,
     parse_staged_name,
     prune_journals,
+    prune_leftovers,
     read_journals,
     writer_alive,
 )
@@ -171,9 +172,9 @@ class _Checker:
             noted = journal.get(entry.name, {})
             ident, suffix = parse_staged_name(entry.name)
             ident = ident or noted.get("id")
-            if noted.get("how") == "output" and writer_alive(noted):
+            if noted and writer_alive(noted):
                 live.add(entry.name)
-                continue  # an engine is writing this output right now
+                continue  # a deposit or an engine on this host is at work on it
             f = self._add(
                 "staging-leftover", entry, ident, "left by an interrupted deposit"
             )
@@ -200,6 +201,8 @@ class _Checker:
                 live.add(entry.name)
         if self.fix:
             prune_journals(journal_files, live)
+            if not any(writer_alive(e) for e in journal.values()):
+                prune_leftovers(self.cfg.staging_dir)
 
     def _put_back(self, f: Finding, entry: Path, source: Path) -> None:
         """Moves a staged source back to where the deposit took it from."""

@@ -9,7 +9,8 @@ deposit moves a source into ``staging/``, it writes a journal in
 records, for each staged name, the id, the source's original path and how it was
 staged (``moved``: the source itself was renamed in, so ``check --fix`` must put
 it back if the deposit did not finish; ``copied``: the source was left where it
-was; ``output``: written in place by an engine, with the writer's host and pid).
+was; ``output``: written in place by an engine), and the host and pid of the
+process at work, so ``check --fix`` leaves alone what a running process holds.
 
 >>> name = staged_name("st32_1", ".wav")
 >>> parse_staged_name(name)
@@ -37,6 +38,7 @@ __all__ = [
     "STAGED_MARK",
     "parse_staged_name",
     "prune_journals",
+    "prune_leftovers",
     "read_journals",
     "staged_name",
     "writer_alive",
@@ -86,9 +88,7 @@ class Journal:
         """Records that ``staged`` holds ``source`` (``how``: moved, copied or
         output) for the id ``ident``."""
         entry: dict[str, Any] = {"id": ident, "source": os.path.abspath(source)}
-        entry["how"] = how
-        if how == "output":
-            entry.update(host=socket.gethostname(), pid=os.getpid())
+        entry.update(how=how, host=socket.gethostname(), pid=os.getpid())
         self.entries[staged.name] = entry
 
     def write(self, durable: bool = True) -> None:
@@ -167,7 +167,9 @@ def writer_alive(entry: Mapping[str, Any]) -> bool:
 
 def prune_journals(files: Iterable[Path], live: set[str]) -> None:
     """Removes journal files none of whose entries is in ``live`` (staged names
-    still present)."""
+    still present), and what a journal write cut short left (its temp file, or
+    an empty journal directory)."""
+    files = list(files)
     for path in files:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -178,3 +180,19 @@ def prune_journals(files: Iterable[Path], live: set[str]) -> None:
                 os.unlink(path)
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # once its last journal is gone
+
+
+def prune_leftovers(staging: Path) -> None:
+    """Removes the temp files of journal writes cut short (``.<name>.*``, never
+    read as journals) and the journal directory once it is empty."""
+    directory = staging / JOURNAL_DIR
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        if name.startswith("."):
+            with contextlib.suppress(OSError):
+                os.unlink(directory / name)
+    with contextlib.suppress(OSError):
+        directory.rmdir()

@@ -183,7 +183,15 @@ def deposit_and_kill(
     total = 2 * len(sources.order)
     with out.open("w") as fo, err.open("w") as fe:
         proc = subprocess.Popen(
-            [NBANK, "deposit", "-d", dtype, str(cfg.path), *map(str, sources.order)],
+            [
+                NBANK,
+                "deposit",
+                "-J",  # each file's result as a JSON line
+                "-d",
+                dtype,
+                str(cfg.path),
+                *map(str, sources.order),
+            ],
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
             stdout=fo,

@@ -296,13 +296,17 @@ def assert_stopped_cleanly(
     where: str,
 ) -> None:
     """After SIGINT or SIGTERM: exit 128 + the signal; each item finished or
-    untouched; stdout names every file archived; stderr is one summary line."""
+    untouched; stdout (-J) gives every file's result and the path of each one
+    archived; stderr is one summary line."""
     assert run.returncode == 128 + sig, where
     left = phases(cfg, reg, name, sources)
     assert set(left) <= {"finished", "untouched"}, f"{where}\n{left}"
-    printed = [ln.split("\t") for ln in run.stdout.splitlines()]
-    archived = {p for _, p in printed}
+    results = parse_json_lines(run.stdout)  # -J: one line per file, any status
+    assert len(results) == len(sources.order), where
+    printed = [r["path"] for r in results if r["status"] == "deposited"]
+    archived = set(printed)
     assert len(archived) == len(printed) == left["finished"], where
+    assert {r["status"] for r in results} <= {"deposited", "skipped"}, where
     assert all(Path(p).is_file() for p in archived), where
     n = len(sources.order)
     assert run.stderr.splitlines() == [

@@ -102,21 +102,10 @@ class FileSteps:
         try:
             self._make_shard(target.parent)
         except OSError as err:
-            raise ArchiveError(
-                f"could not store '{res.id}' at '{target}' "
-                f"({describe_error(err)}); its registration was withdrawn and the "
-                "source left in place"
-            ) from err
+            raise _not_stored(res.id, target, err) from err
         st = os.lstat(w.staged)
-        if (
-            (w.moved or w.linked)
-            and not w.is_dir
-            and (
-                st.st_size,
-                st.st_mtime_ns,
-            )
-            != w.stamp
-        ):
+        changed = (st.st_size, st.st_mtime_ns) != w.stamp
+        if (w.moved or w.linked) and not w.is_dir and changed:
             raise IntegrityError(
                 f"'{w.item.source}' changed while it was being deposited; its "
                 "registration was withdrawn. Deposit it again once it is complete"
@@ -137,11 +126,7 @@ class FileSteps:
                 "registration was withdrawn and the source left in place"
             ) from None
         except OSError as err:
-            raise ArchiveError(
-                f"could not store '{res.id}' at '{target}' "
-                f"({describe_error(err)}); its registration was withdrawn and the "
-                "source left in place"
-            ) from err
+            raise _not_stored(res.id, target, err) from err
         res.path = target
 
     def _make_shard(self, shard: Path) -> None:
@@ -239,3 +224,10 @@ def describe_error(err: BaseException) -> str:
         where = f" '{err.filename}'" if err.filename else ""
         return f"{err.strerror}:{where}"
     return str(err)
+
+
+def _not_stored(ident: str, target: Path, err: OSError) -> ArchiveError:
+    return ArchiveError(
+        f"could not store '{ident}' at '{target}' ({describe_error(err)}); its "
+        "registration was withdrawn and the source left in place"
+    )

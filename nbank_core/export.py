@@ -9,7 +9,6 @@ what was written (without locations) are added last, as ``manifest.json``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import io
@@ -26,6 +25,7 @@ from nbank_core import __version__, hashing
 from nbank_core.api import RegistryArg, open_registry_from
 from nbank_core.copy import Source, find_sources
 from nbank_core.errors import AlreadyExists, ConfigError, IntegrityError
+from nbank_core.fsutil import atomic_output
 from nbank_core.receive import write_file
 
 __all__ = ["MANIFEST", "Exported", "export"]
@@ -118,10 +118,9 @@ def _to_dir(s: Source, out: Path) -> Exported:
 def _to_file(
     good: list[Source], out: Path, kind: str, compress: bool, manifest: bool, url: str
 ) -> list[Exported]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     done: list[Exported] = []
     try:
-        with open(fd, "wb") as fp:
+        with atomic_output(out) as fp:
             if kind == "zip":
                 method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
                 with zipfile.ZipFile(fp, "w", method, allowZip64=True) as zf:
@@ -140,15 +139,8 @@ def _to_file(
                         info = tarfile.TarInfo(MANIFEST)
                         info.size, info.mode = len(data), 0o644
                         tf.addfile(info, io.BytesIO(data))
-            fp.flush()
-            os.fsync(fp.fileno())
-        try:
-            os.link(tmp, out)
-        except FileExistsError:
-            raise AlreadyExists(f"'{out}' already exists, not overwriting it") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except FileExistsError:
+        raise AlreadyExists(f"'{out}' already exists, not overwriting it") from None
     return done
 
 

@@ -13,9 +13,12 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = [
+    "atomic_output",
     "atomic_write_text",
     "fsync_dir",
     "fsync_path",
@@ -95,6 +98,36 @@ def atomic_write_text(
                 raise
         if durable:
             fsync_dir(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Yields a binary file to write ``path`` through: a temp file in the same
+    directory, fsynced and published with a no-clobber link when the block ends
+    (FileExistsError if ``path`` exists by then); on any error nothing is
+    published. The temp file never survives.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_output(d / "b.bin") as fp:
+    ...     _ = fp.write(b"data")
+    >>> (d / "b.bin").read_bytes(), sorted(p.name for p in d.iterdir())
+    (b'data', ['b.bin'])
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".part", dir=target.parent
+    )
+    try:
+        with open(fd, "wb") as fp:
+            yield fp
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.link(tmp, target)
+        fsync_dir(target.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

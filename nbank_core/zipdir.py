@@ -15,13 +15,12 @@ has one hash.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 from nbank_core.errors import AlreadyExists, PolicyError
+from nbank_core.fsutil import atomic_output
 
 __all__ = ["zip_directory"]
 
@@ -46,9 +45,8 @@ def zip_directory(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
         if path.is_file():
             files.append((path.relative_to(src).as_posix().encode("utf-8"), path))
     files.sort(key=lambda entry: entry[0])
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     try:
-        with open(fd, "wb") as fp:
+        with atomic_output(out) as fp:
             with zipfile.ZipFile(fp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                 for name, path in files:
                     info = zipfile.ZipInfo(name.decode("utf-8"), _DATE)
@@ -62,13 +60,6 @@ def zip_directory(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
                     ):
                         while block := data.read(1 << 20):
                             dest.write(block)
-            fp.flush()
-            os.fsync(fp.fileno())
-        try:
-            os.link(tmp, out)
-        except FileExistsError:
-            raise AlreadyExists(f"'{out}' already exists, not overwriting it") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except FileExistsError:
+        raise AlreadyExists(f"'{out}' already exists, not overwriting it") from None
     return out

@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -60,12 +61,13 @@ def write_stream(
     sha1: str | None,
     overwrite: bool = False,
     tmp_dir: str | os.PathLike[str] | None = None,
-    mode: int | None = None,
+    finish: Callable[[Path], None] | None = None,
 ) -> Path:
     """Writes what ``source`` holds to ``target``, checked against ``sha1`` (hex;
     None: unchecked). ``tmp_dir`` (default: ``target``'s directory) must be on
-    ``target``'s filesystem. Raises AlreadyExists unless ``overwrite``,
-    IntegrityError on a mismatch; either way nothing is left behind."""
+    ``target``'s filesystem; ``finish(temp path)`` runs before it is published
+    (owner, mode). Raises AlreadyExists unless ``overwrite``, IntegrityError on a
+    mismatch; either way nothing is left behind."""
     target = Path(target)
     fd, name = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=".part", dir=tmp_dir or target.parent
@@ -79,8 +81,8 @@ def write_stream(
         want = None if sha1 is None else sha1.lower().removeprefix("sha1:")
         if want is not None and got != want:
             raise _mismatch(f"the copy written for '{target.name}'", want, got)
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if finish is not None:
+            finish(tmp)
         _publish(tmp, target, overwrite)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -137,25 +139,13 @@ def store_stream(
     of ``name``; on any error nothing is left behind."""
     target = _target(cfg, name, filename)
     cfg.staging_dir.mkdir(exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{name}.", suffix=".part", dir=cfg.staging_dir
+    return write_stream(
+        source,
+        target,
+        sha1=sha1,
+        tmp_dir=cfg.staging_dir,
+        finish=lambda tmp: _owner_mode(cfg, tmp, False),
     )
-    tmp = Path(tmp_name)
-    try:
-        with open(fd, "wb") as out:
-            got = hashing._hash_stream(source, copy_to=out)
-            out.flush()
-            os.fsync(out.fileno())
-        want = None if sha1 is None else sha1.lower().removeprefix("sha1:")
-        if want is not None and got != want:
-            raise _mismatch(f"the copy of '{name}'", want, got)
-        _owner_mode(cfg, tmp, False)
-        _publish(tmp, target, overwrite=False)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return target
 
 
 def copy_into_archive(

@@ -103,10 +103,10 @@ def test_datatypes_are_asked_once_per_schedule(env, monkeypatch, uniq, tmp_path)
     tasks = [Typed(name=f"mt{k}{uniq}", ext=ext) for k in range(8)]
     with count_requests(monkeypatch) as counts:
         assert build(tasks).status == LuigiStatusCode.SUCCESS
-    # checking before the runs asks once for all 8 outputs; each deposit (the
-    # core) then checks its datatype itself
+    # checking before the runs asks once for all 8 outputs; the deposits (the
+    # core) check a datatype once per registry object, not once per output
     assert counts["list_datatypes"] == 1, counts
-    assert counts["get_datatype"] == 1 + 8, counts
+    assert 1 <= counts["get_datatype"] <= 2, counts
     assert len(env.registry.get_resources(f"mt{k}{uniq}" for k in range(8))) == 8
 
 

@@ -86,6 +86,7 @@ def test_read_only_holds_for_an_unprivileged_user(tmp_path):
     assert r.path.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_credentials_never_show(django_registry, tmp_path, monkeypatch):
     user = django_registry.username
     # a wrong password in -a: the error names the user, never the password
@@ -125,6 +126,7 @@ def test_credentials_never_show(django_registry, tmp_path, monkeypatch):
         assert SECRET not in repr(settings) + repr(reg) + str(reg.__dict__.keys())
 
 
+@pytest.mark.slow
 def test_the_process_title_hides_the_password(tmp_path):
     def slow(method, path, n):
         time.sleep(3)

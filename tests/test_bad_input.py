@@ -66,6 +66,7 @@ def embedded(tmp_path, monkeypatch):
     return arch
 
 
+@pytest.mark.slow
 @FAST
 @given(name=bad_ids)
 def test_bad_ids_on_the_command_line(embedded, name):
@@ -94,6 +95,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @FAST
 @given(
     key=st.text(min_size=1, max_size=20).filter(lambda k: "=" not in k),
@@ -157,6 +159,7 @@ def _tiny(body: bytes, status: int = 200, ctype: str = "application/json"):
     return start_tiny_server(lambda method, path, n: (status, ctype, body))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("status", "ctype", "body", "words"),
     [

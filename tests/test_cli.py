@@ -36,6 +36,7 @@ def cli_env(backend, tmp_path):
     return {**backend.env, "NBANK_HOME": str(tmp_path / "home")}
 
 
+@pytest.mark.slow
 def test_the_readme_session(backend, cli_env, tmp_path, uniq):
     arch = tmp_path / "my-archive"
     run(["init", str(arch), "-n", f"my-archive-{uniq}"], env=cli_env)
@@ -77,6 +78,7 @@ def test_the_readme_session(backend, cli_env, tmp_path, uniq):
     assert "version" in json.loads(run(["registry-info", "-j"], env=cli_env).stdout)
 
 
+@pytest.mark.slow
 def test_full_identifier_urls_are_accepted(django_registry, tmp_path, uniq):
     env = {
         "NBANK_REGISTRY": django_registry.url,
@@ -96,6 +98,7 @@ def test_full_identifier_urls_are_accepted(django_registry, tmp_path, uniq):
     assert out.strip().endswith(f"r{uniq}.txt")
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_and_exit_1(cli_env, backend, tmp_path):
     cases = [
         ["locate", "nosuchid"],
@@ -121,6 +124,7 @@ def test_usage_errors_exit_2(cli_env):
         assert proc.returncode == 2, (args, proc.stderr)
 
 
+@pytest.mark.slow
 def test_registry_down_is_one_clear_line(tmp_path):
     import socket
 
@@ -134,6 +138,7 @@ def test_registry_down_is_one_clear_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_is_not_an_error(cli_env, archive, tmp_path, uniq):
     names = [f"p{uniq}_{i:03d}" for i in range(300)]
     for n in names:
@@ -192,6 +197,7 @@ def test_version_starts_fast_enough_to_call_often():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_options_may_come_between_the_archive_and_the_files(archive, tmp_path, uniq):
     files = [tmp_path / f"mix{uniq}_{i}.txt" for i in range(2)]
     for f in files:

@@ -50,6 +50,7 @@ def _global(server) -> list[str]:
     return ["-r", server.url, "-a", ":".join(server.auth)]
 
 
+@pytest.mark.slow
 def test_their_archive_and_deposits_work_with_ours(
     theirs, django_registry, tmp_path, uniq
 ):
@@ -82,6 +83,7 @@ def test_their_archive_and_deposits_work_with_ours(
     assert f"new{uniq}" in _run([theirs, *g, "verify", str(copy)])
 
 
+@pytest.mark.slow
 def test_our_archive_and_deposits_work_with_theirs(
     theirs, django_registry, tmp_path, uniq
 ):

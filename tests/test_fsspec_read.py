@@ -227,6 +227,7 @@ def test_text_mode_and_readers_that_take_file_objects(nb: Nb) -> None:
         pd.testing.assert_frame_equal(pd.read_csv(io.BytesIO(f.read())), df)
 
 
+@pytest.mark.slow
 def test_bulk_answers_are_remembered_from_when_they_arrive(nb: Nb) -> None:
     """A bulk resolve slower than the ttl still serves the reads that follow."""
     names = [nb.name(f"s{i}") for i in range(3)]

@@ -153,6 +153,7 @@ def test_writes_refused_without_archive_or_dtype_or_for_bad_ids(nb: Nb) -> None:
     assert nb.staging() == []
 
 
+@pytest.mark.slow
 def test_a_registry_down_at_commit_leaves_nothing(nb: Nb) -> None:
     config = nb.archive.path / "nbank.json"
     down = f"http://127.0.0.1:{free_port()}/neurobank/"

@@ -168,6 +168,7 @@ def test_the_public_function_is_not_shadowed():
     assert callable(nbank_core.lineage)
 
 
+@pytest.mark.slow
 def test_the_lineage_command(backend, registry, graph, tmp_path):
     env = {**os.environ, **backend.env, "NBANK_HOME": str(tmp_path / "home")}
 

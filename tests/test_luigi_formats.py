@@ -116,6 +116,7 @@ def test_close_without_with_deposits(nbank_env, uniq):
     assert archived(nbank_env) == ["cl", f"cl{uniq}"]
 
 
+@pytest.mark.slow
 def test_identical_outputs_under_different_ids_are_all_deposited(
     nbank_env, scheduler, uniq
 ):

@@ -55,6 +55,7 @@ def test_exists_means_registered_and_archived(nbank_env, uniq):
         NbankTarget(f"in{uniq}").open().close()
 
 
+@pytest.mark.slow
 def test_registry_errors_propagate_from_exists(backend, monkeypatch):
     for key, value in backend.env.items():
         monkeypatch.setenv(key, value)

@@ -143,6 +143,7 @@ def _nbank(args, env, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_the_mount_commands(archive, tmp_path):
     reg = archive.registry
     ident = f"m{archive.dtype[4:]}"

@@ -359,6 +359,7 @@ def counting_proxy(django_registry) -> Iterator[tuple[str, list]]:  # type: igno
         thread.join()
 
 
+@pytest.mark.slow
 def test_a_wrong_password_costs_one_login_and_one_line(
     django_registry, counting_proxy, tmp_path: Path, uniq: str
 ) -> None:  # type: ignore[no-untyped-def]

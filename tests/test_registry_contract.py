@@ -593,6 +593,7 @@ def _add_many(reg: SqliteRegistry, seed: int, barrier, queue) -> None:
         queue.put((won, lost, errors))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_processes(tmp_path, method):
     reg = SqliteRegistry(tmp_path / "reg.sqlite")

@@ -152,6 +152,7 @@ def test_html_404_is_bad_response_not_notfound() -> None:
             reg.get_resource("anything")
 
 
+@pytest.mark.slow
 def test_server_error_is_retried_then_unavailable() -> None:
     fail = (500, "text/html", b"<h1>Server Error (500)</h1>")
     with start_tiny_server(lambda *_: fail) as server:
@@ -168,6 +169,7 @@ def test_server_error_is_retried_then_unavailable() -> None:
     assert "status 500" in str(err.value)
 
 
+@pytest.mark.slow
 def test_transient_server_error_recovers() -> None:
     def respond(method: str, path: str, n: int) -> tuple[int, str, bytes]:
         if n < 3:

@@ -244,6 +244,7 @@ def silent() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/neurobank/"
 
 
+@pytest.mark.slow
 def test_a_silent_server_error_states_the_time_spent(silent: str) -> None:
     start = time.monotonic()
     with HttpRegistry(silent, timeout=0.2) as reg:

@@ -38,6 +38,7 @@ def logins(seen: list[Seen]) -> list[Seen]:
     return [s for s in seen if s.method == "POST" and s.path == LOGIN]
 
 
+@pytest.mark.slow
 def test_one_login_then_every_write_with_the_session(
     session_site: DjangoRegistry, uniq: str
 ) -> None:
@@ -196,6 +197,7 @@ def fake(elsewhere: str | None) -> Iterator[tuple[str, list]]:
         thread.join()
 
 
+@pytest.mark.slow
 def test_no_login_is_followed_to_another_origin() -> None:
     with fake(None) as (other, other_seen), fake(other) as (home, seen):
         with HttpRegistry(home + "/neurobank/", auth=("me", "pw")) as reg:
@@ -215,6 +217,7 @@ def test_a_login_page_on_another_host_is_a_config_error(
         HttpRegistry("http://127.0.0.1:9/neurobank/")
 
 
+@pytest.mark.slow
 def test_login_none_sends_basic_without_a_probe(
     session_site: DjangoRegistry, uniq: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -65,6 +65,7 @@ def test_refused_urls_are_config_errors_in_the_api(url):
         open_registry(url)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ACCEPTED_EMBEDDED)
 def test_an_embedded_registry_is_read_only_where_it_exists(tmp_path, form):
     url = form.format(d=tmp_path)
@@ -77,6 +78,7 @@ def test_an_embedded_registry_is_read_only_where_it_exists(tmp_path, form):
     assert nbank("-r", url, "dtype", "list").returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ACCEPTED_SERVER)
 def test_a_server_url_in_any_case_is_a_server(form):
     proc = nbank("--timeout", "2", "-r", form, "dtype", "list")
@@ -121,6 +123,7 @@ def test_nbank_registry_alone_never_diverts_a_deposit(backend, two_registries, u
         assert reg.get_resources([f"note-{uniq}"]) == {}
 
 
+@pytest.mark.slow
 def test_an_explicit_other_registry_is_the_one_line_error(
     backend, two_registries, uniq
 ):

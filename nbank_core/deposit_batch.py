@@ -99,7 +99,7 @@ class Batch(FileSteps):
         self.taken: dict[str, dict[str, Any]] = {}
         self._failures = 0
         self._lock = threading.Lock()
-        self._archives: dict[Path, bool] = {}
+        self._staging_real = Path(os.path.realpath(cfg.staging_dir))
 
     # -- the batch ---------------------------------------------------------------
     def run(self, files: Iterable[Any], jobs: int | None) -> list[DepositResult]:
@@ -365,16 +365,10 @@ class Batch(FileSteps):
         """Refuses a source inside an archive (its nbank.json, its resources),
         except an engine's output staged in this archive's ``staging/``."""
         real = Path(os.path.realpath(src))
-        if real.parent == Path(os.path.realpath(self.cfg.staging_dir)):
+        if real.parent == self._staging_real:
             return
         for parent in real.parents:
-            inside = self._archives.get(parent)
-            if inside is None:
-                inside = (parent / CONFIG_NAME).is_file() and (
-                    parent / "resources"
-                ).is_dir()
-                self._archives[parent] = inside
-            if inside:
+            if _is_archive_dir(parent):
                 raise PolicyError(
                     f"'{src}' is inside the archive '{parent}'; files in an archive "
                     "are never deposited (copy it out first)"
@@ -479,3 +473,23 @@ class Batch(FileSteps):
                 f"'{name}' could not be stored and its registration could not be "
                 f"withdrawn ({err}); run 'nbank check --fix' on {self.cfg.path}"
             ) from err
+
+
+#: directories known to be (or not to be) an archive's root, with when that was
+#: seen: every source's parents are checked, and engines deposit one file a job
+_archive_dirs: dict[Path, tuple[float, bool]] = {}
+_ARCHIVE_DIRS_TTL = 10.0
+
+
+def _is_archive_dir(path: Path) -> bool:
+    """True if ``path`` holds an archive (``nbank.json`` and ``resources/``);
+    answers are kept a few seconds."""
+    now = time.monotonic()
+    seen = _archive_dirs.get(path)
+    if seen is not None and now - seen[0] < _ARCHIVE_DIRS_TTL:
+        return seen[1]
+    inside = (path / CONFIG_NAME).is_file() and (path / "resources").is_dir()
+    if len(_archive_dirs) > 4096:
+        _archive_dirs.clear()
+    _archive_dirs[path] = (now, inside)
+    return inside

@@ -24,6 +24,7 @@ nbank_core.errors.ConfigError: invalid registry URL 'htps://host/neurobank/': ..
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -100,6 +101,7 @@ def sqlite_path(url: str) -> str:
     return str(Path(url).expanduser())
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_url(url: str, *, path_ok: bool = False) -> str:
     """One spelling per registry, for comparing two URLs: a server's URL with its
     scheme and host in lower case, no credentials and one trailing slash; an

@@ -5,20 +5,18 @@ it (the ``nbank`` command or the API) on both registries where it applies."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from conftest import Archive, Backend
 from crash_helpers import nbank, parse_json_lines
+from servers import Seen, recording_proxy
 
 from nbank_core import DepositItem, deposit, init_archive, sha1_file
 from nbank_core.errors import RegistryUnavailable
@@ -293,70 +291,12 @@ def test_a_directory_killed_before_registration_is_put_back(
 
 
 # -- item 4: a wrong password --------------------------------------------------------
-class _Forward(http.server.BaseHTTPRequestHandler):
-    """Forwards each request to ``upstream`` and records ``(method, path, had
-    credentials, status)``; the upstream's origin in answers becomes the proxy's."""
-
-    upstream: str
-    origin: str
-    seen: list[tuple[str, str, bool, int]]
-
-    def _forward(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {
-            k: v
-            for k, v in self.headers.items()
-            if k.lower() in ("authorization", "content-type", "accept")
-        }
-        answer = requests.request(
-            self.command,
-            self.upstream + self.path,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=60,
-        )
-        content = answer.content.replace(self.upstream.encode(), self.origin.encode())
-        self.seen.append(
-            (
-                self.command,
-                self.path,
-                "authorization" in map(str.lower, headers),
-                answer.status_code,
-            )
-        )
-        self.send_response(answer.status_code)
-        for k in ("Content-Type", "WWW-Authenticate"):
-            if k in answer.headers:
-                self.send_header(k, answer.headers[k])
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def counting_proxy(django_registry) -> Iterator[tuple[str, list]]:  # type: ignore[no-untyped-def]
+def counting_proxy(django_registry) -> Iterator[tuple[str, list[Seen]]]:  # type: ignore[no-untyped-def]
     """A loopback proxy in front of the session's django-neurobank: its registry
-    URL and the list of requests it forwarded."""
-    seen: list[tuple[str, str, bool, int]] = []
-    up = django_registry.url.split("/neurobank/")[0]
-    handler = type("Handler", (_Forward,), {"upstream": up, "seen": seen})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    handler.origin = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"{handler.origin}/neurobank/", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    URL and the requests it forwarded."""
+    with recording_proxy(django_registry) as (url, seen):
+        yield url, seen
 
 
 @pytest.mark.slow
@@ -384,8 +324,8 @@ def test_a_wrong_password_costs_one_login_and_one_line(
         ["deposit", "-d", dtype, str(cfg.path)] + [str(s) for s, _ in sources], env
     )
     took = time.monotonic() - started
-    logins = [s for s in seen if s[2]]
-    refused = [s for s in seen if s[2] and s[3] in (401, 403)]  # not the probe
+    logins = [s for s in seen if s.basic or s.cookie]
+    refused = [s for s in logins if s.status in (401, 403)]  # not the probe
     print(
         f"\nwrong password, 50 files: {took:.2f} s, {len(logins)} request(s) "
         f"with credentials, {len(refused)} refused; stderr:\n{run.stderr}"

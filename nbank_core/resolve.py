@@ -103,8 +103,9 @@ class Resolver:
         self._cache: dict[str, tuple[float, Located]] = {}
         self._misses: dict[str, float] = {}  # fetched ahead, not found: once
         self._expected: set[str] = set()
-        self._archives: dict[str, ArchiveConfig | None] = {}
-        self._mounts: dict[str, Path] | None = None  # read on first use
+        # archives and mounts seen on this host, with when: kept ``ttl`` seconds
+        self._archives: dict[str, tuple[float, ArchiveConfig | None]] = {}
+        self._mounts: tuple[float, dict[str, Path]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"registry": self.registry, "ttl": self.ttl}
@@ -240,16 +241,19 @@ class Resolver:
     def _archive(self, root: str, name: str | None = None) -> ArchiveConfig | None:
         """The archive ``name`` (registered at ``root``) on this host: where the
         user mounted it (:mod:`nbank_core.mounts`), else at its root."""
-        if self._mounts is None:
-            self._mounts = list_mounts()
-        for where in local_root({"name": name, "root": root}, self._mounts):
-            if where not in self._archives:
+        now = self.clock()  # what is mounted may change: asked again after ttl
+        if self._mounts is None or now - self._mounts[0] >= self.ttl:
+            self._mounts = (now, list_mounts())
+        for where in local_root({"name": name, "root": root}, self._mounts[1]):
+            seen = self._archives.get(where)
+            if seen is None or now - seen[0] >= self.ttl:
                 try:
-                    self._archives[where] = read_config(where)
+                    seen = (now, read_config(where))
                 except (NbankError, OSError):
-                    self._archives[where] = None  # not mounted here
-            if self._archives[where] is not None:
-                return self._archives[where]
+                    seen = (now, None)  # not mounted here
+                self._archives[where] = seen
+            if seen[1] is not None:
+                return seen[1]
         return None
 
     def _located(

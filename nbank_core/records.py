@@ -31,7 +31,12 @@ from typing import Any
 from nbank_core import hashing, ids
 from nbank_core.api import RegistryArg, open_registry_from
 from nbank_core.archive import read_config
-from nbank_core.errors import IntegrityError, InvalidIdentifier, NbankError, NotFound
+from nbank_core.errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidIdentifier,
+    NotFound,
+)
 from nbank_core.mounts import list_mounts, local_root
 
 __all__ = [
@@ -58,9 +63,9 @@ def location_of(
         for where in local_root(location, mounts):
             try:
                 cfg = read_config(where)
-                path = cfg.find_file(name)
-            except (NbankError, OSError):
-                continue
+            except (NotFound, ConfigError, OSError):
+                continue  # not an archive mounted here
+            path = cfg.find_file(name)  # IntegrityError: a file leading out of it
             if path is not None:
                 return path
         return None

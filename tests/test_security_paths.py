@@ -182,3 +182,21 @@ def test_a_link_inside_the_shard_is_followed(stored) -> None:
     os.symlink("ab1.orig", path)
     with SqliteRegistry(db) as reg:
         assert Resolver(reg).path("ab1") == path
+
+
+@pytest.mark.parametrize("form", [[], ["--path-only"]])
+def test_nbank_locate_reports_a_link_out_of_the_archive(
+    stored, form, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both outputs of ``nbank locate`` refuse a link leading out of the archive
+    with one line and exit 1: the link is reported, not skipped in silence."""
+    db, url, arch = stored
+    path = arch.find_file("ab1", "ab1.txt")
+    path.chmod(0o644)
+    path.unlink()
+    os.symlink("../../../secret", path)
+    code = main(["-r", url, "locate", *form, "ab1"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "secret" not in out
+    assert len(err.splitlines()) == 1 and "outside" in err, err

@@ -104,11 +104,18 @@ def atomic_write_text(
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Yields a binary file to write ``path`` through: a temp file in the same
-    directory, fsynced and published with a no-clobber link when the block ends
-    (FileExistsError if ``path`` exists by then); on any error nothing is
-    published. The temp file never survives.
+def atomic_output(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    tmp_dir: str | os.PathLike[str] | None = None,
+) -> Iterator[BinaryIO]:
+    """Yields a binary file to write ``path`` through: a temp file (named
+    ``fp.name``) in ``tmp_dir`` (default: ``path``'s directory; it must be on the
+    same filesystem), fsynced and published when the block ends: with
+    ``overwrite`` by rename, else by a no-clobber link (FileExistsError if
+    ``path`` exists by then). If the block raises, nothing is published. The
+    temp file never survives.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -119,14 +126,18 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        prefix=f".{target.name}.", suffix=".part", dir=tmp_dir or target.parent
     )
+    os.close(fd)
     try:
-        with open(fd, "wb") as fp:
+        with open(tmp, "wb") as fp:
             yield fp
             fp.flush()
             os.fsync(fp.fileno())
-        os.link(tmp, target)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)
         fsync_dir(target.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -27,7 +27,7 @@ from typing import BinaryIO
 from nbank_core import hashing
 from nbank_core.archive import ArchiveConfig
 from nbank_core.errors import AlreadyExists, IntegrityError, PolicyError
-from nbank_core.fsutil import fsync_dir, fsync_path
+from nbank_core.fsutil import atomic_output, fsync_dir, fsync_path
 
 __all__ = ["copy_into_archive", "store_stream", "write_file", "write_stream"]
 
@@ -38,20 +38,6 @@ def _mismatch(what: str, want: str, got: str) -> IntegrityError:
         f"{want}. Deleted the copy for safety; the source may be corrupt: run "
         "'nbank check' on the archive it came from"
     )
-
-
-def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, target)
-    else:
-        try:
-            os.link(tmp, target, follow_symlinks=False)
-        except FileExistsError:
-            raise AlreadyExists(
-                f"'{target}' already exists, not overwriting it"
-            ) from None
-        os.unlink(tmp)
-    fsync_dir(target.parent)
 
 
 def write_stream(
@@ -69,25 +55,17 @@ def write_stream(
     (owner, mode). Raises AlreadyExists unless ``overwrite``, IntegrityError on a
     mismatch; either way nothing is left behind."""
     target = Path(target)
-    fd, name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".part", dir=tmp_dir or target.parent
-    )
-    tmp = Path(name)
+    want = None if sha1 is None else sha1.lower().removeprefix("sha1:")
     try:
-        with open(fd, "wb") as out:
+        with atomic_output(target, overwrite=overwrite, tmp_dir=tmp_dir) as out:
             got = hashing._hash_stream(source, copy_to=out)
-            out.flush()
-            os.fsync(out.fileno())
-        want = None if sha1 is None else sha1.lower().removeprefix("sha1:")
-        if want is not None and got != want:
-            raise _mismatch(f"the copy written for '{target.name}'", want, got)
-        if finish is not None:
-            finish(tmp)
-        _publish(tmp, target, overwrite)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+            if want is not None and got != want:
+                raise _mismatch(f"the copy written for '{target.name}'", want, got)
+            if finish is not None:
+                out.flush()
+                finish(Path(out.name))
+    except FileExistsError:
+        raise AlreadyExists(f"'{target}' already exists, not overwriting it") from None
     return target
 
 

@@ -30,14 +30,13 @@ mounted) are served by the HTTP backend only; the embedded one raises NotFound.
 from __future__ import annotations
 
 import abc
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
 
 from nbank_core.errors import IntegrityError, NotFound
+from nbank_core.fsutil import atomic_output
 
 __all__ = [
     "BULK_BATCH",
@@ -294,14 +293,8 @@ class Registry(abc.ABC):
             raise self._no_downloads(name)
         target = Path(dest)
         want = None if sha1 is None else sha1.lower().removeprefix("sha1:")
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".part", dir=target.parent
-        )
-        try:
-            with os.fdopen(fd, "wb") as out:
-                got = self._download_into(name, out)
-                out.flush()
-                os.fsync(out.fileno())
+        with atomic_output(target, overwrite=True) as out:
+            got = self._download_into(name, out)
             if want is not None and got != want:
                 raise IntegrityError(
                     f"SHA1 hash of the download of '{name}' from {self.url} ({got}) "
@@ -309,11 +302,6 @@ class Registry(abc.ABC):
                     "download for safety; the registry's copy may be corrupt: tell "
                     "its administrator"
                 )
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         return target
 
     def _download_into(self, name: str, out: BinaryIO) -> str:

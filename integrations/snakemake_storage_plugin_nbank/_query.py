@@ -65,7 +65,7 @@ def invalid_reason(query: object) -> str | None:
     masked = WILDCARD_REGEX.sub(lambda m: m.group("name").replace(".", "_"), query)
     try:
         parse_query(masked)
-    except ValueError as err:  # InvalidIdentifier, or a URL that is not one
+    except InvalidIdentifier as err:
         return str(err)
     return None
 

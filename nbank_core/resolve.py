@@ -79,9 +79,11 @@ class Resolver:
 
     - a resource found is kept for ``ttl`` seconds (registered resources are
       immutable; only their locations change);
-    - a resource not found is never kept: the next question asks again (a job may
-      have deposited it since), except that ids fetched ahead of time with
-      :meth:`expect` answer one question each from that fetch;
+    - a resource not found is not kept: a question asks again (a job may have
+      deposited it since), except that ids fetched ahead of time (with
+      :meth:`expect`, or ``keep_misses``) answer from that fetch for
+      ``miss_ttl`` seconds (engines ask about an output several times in a row
+      before its job runs; a deposit by this process is known at once);
     - ids noted with :meth:`expect` travel with the next bulk request, so engines
       that ask about many ids one at a time send one request per wave of ids.
 
@@ -93,25 +95,29 @@ class Resolver:
         registry: Registry,
         ttl: float = 10.0,
         *,
+        miss_ttl: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.ttl = ttl
+        self.miss_ttl = min(miss_ttl, ttl)
         self.clock = clock
         self.calls = 0  # bulk lookups sent (each one request per 500 ids)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Located]] = {}
-        self._misses: dict[str, float] = {}  # fetched ahead, not found: once
+        self._misses: dict[str, float] = {}  # fetched ahead, not found: miss_ttl
         self._expected: set[str] = set()
         # archives and mounts seen on this host, with when: kept ``ttl`` seconds
         self._archives: dict[str, tuple[float, ArchiveConfig | None]] = {}
         self._mounts: tuple[float, dict[str, Path]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"registry": self.registry, "ttl": self.ttl}
+        return {"registry": self.registry, "ttl": self.ttl, "miss": self.miss_ttl}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["registry"], state["ttl"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["registry"], state["ttl"], miss_ttl=state.get("miss", 1.0)
+        )
 
     def expect(self, names: Iterable[str]) -> None:
         """Notes ids that will be asked about soon: the next lookup fetches them
@@ -130,14 +136,14 @@ class Resolver:
         """Returns ``{id: Located}`` for the registered ids among ``names`` (any
         written form). Unregistered ids are absent; registry errors propagate.
         ``fresh`` asks the registry whatever is cached; ``keep_misses`` fetches
-        ahead: each id found missing answers its next question once from this
-        call (as ids fetched with :meth:`expect` do)."""
+        ahead: each id found missing answers from this call for ``miss_ttl``
+        seconds (as ids fetched with :meth:`expect` do)."""
         names = list(names)
-        now = self.clock()
         if not fresh and len(names) == 1:  # an engine asks about one id, often
-            hit = self._cache.get(names[0])  # its plain id: no parsing, no lock
-            if hit is not None and now - hit[0] < self.ttl:
-                return {names[0]: hit[1]}
+            hit = self.cached(names[0])  # its plain id
+            if hit is not None:
+                return {names[0]: hit}
+        now = self.clock()
         wanted = list(dict.fromkeys(ids.parse_identifier(n)[1] for n in names))
         found: dict[str, Located] = {}
         missing: list[str] = []
@@ -147,8 +153,8 @@ class Resolver:
                 if hit is not None and now - hit[0] < self.ttl:
                     found[n] = hit[1]
                     continue
-                seen = None if fresh else self._misses.pop(n, None)
-                if seen is None or now - seen >= self.ttl:
+                seen = None if fresh else self._misses.get(n)
+                if seen is None or now - seen >= self.miss_ttl:
                     missing.append(n)
             extra = self._expected.difference(missing, found)
             self._expected.clear()
@@ -168,6 +174,14 @@ class Resolver:
             with self._lock:
                 self._expected |= extra
         return found
+
+    def cached(self, name: str) -> Located | None:
+        """The fresh cached answer for the plain id ``name``, or None: no parsing,
+        no lock, no request, for callers that ask many times a second."""
+        hit = self._cache.get(name)
+        if hit is not None and self.clock() - hit[0] < self.ttl:
+            return hit[1]
+        return None
 
     def locate(self, name: str) -> Located:
         """Returns the Located for one id; raises NotFound if it is not registered."""

@@ -91,9 +91,9 @@ def test_missing_outputs_are_asked_again_and_then_run(nbank_env, monkeypatch, un
     found = nbank_env.registry.get_resources(f"{prefix}{i}" for i in range(8))
     assert len(found) == 8
     # one bulk lookup for scheduling; Fan.complete() stops at the first missing
-    # Item, whose completeness luigi then asks again (a "missing" answers once);
-    # then one fresh check per task that ran
-    assert counts["locate_resources"] == 1 + 1 + 3, counts
+    # Item, whose completeness luigi then asks again (a "missing" fetched ahead
+    # answers for the resolver's miss_ttl); then one fresh check per task that ran
+    assert counts["locate_resources"] == 1 + 3, counts
 
 
 def test_prefetch_and_bulk_complete(nbank_env, monkeypatch, uniq):
@@ -135,11 +135,11 @@ def test_range_tools_use_bulk_complete(nbank_env, monkeypatch, uniq):
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     names = [f"{prefix}{d:%Y%m%d}" for d in dates[:-1]]  # stop is exclusive
     assert len(nbank_env.registry.get_resources(names)) == 9
-    # bulk_complete: 1 lookup, which also answers the next check of each of the
-    # 3 missing days; the first of them is checked twice (RangeDaily.complete()
-    # stops there, then the scheduler asks), so 1 more, which brings the other
-    # two again; then one fresh check after each of the 3 runs
-    assert counts["locate_resources"] == 1 + 1 + 3, counts
+    # bulk_complete: 1 lookup, which also answers the checks of the 3 missing
+    # days for the resolver's miss_ttl (the first of them is checked twice:
+    # RangeDaily.complete() stops there, then the scheduler asks); then one
+    # fresh check after each of the 3 runs
+    assert counts["locate_resources"] == 1 + 3, counts
 
 
 def test_stale_answers_are_asked_again_and_prefetched_together(

@@ -176,6 +176,12 @@ class StorageProvider(StorageProviderBase):
     def use_rate_limiter(self) -> bool:
         return False  # requests are batched; a limiter would only queue them
 
+    def rate_limiter(self, query: str, operation: Operation) -> Any:
+        """No limiter (see :meth:`use_rate_limiter`), and one reusable no-op
+        context rather than a new one per call: Snakemake's scheduler asks each
+        ready job's inputs for their existence and size at every round."""
+        return _NO_LIMIT
+
     @classmethod
     def is_valid_query(cls, query: str) -> StorageQueryValidationResult:
         reason = _query.invalid_reason(query)
@@ -257,6 +263,9 @@ class StorageProvider(StorageProviderBase):
         ]
 
 
+_NO_LIMIT = contextlib.nullcontext()
+
+
 class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
     """One ``nbank://ID[.ext]`` query: an input to link or an output to deposit."""
 
@@ -325,6 +334,9 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
     def _located(self) -> Located:
         if self.nbank_id is None:
             raise WorkflowError(f"{self.query} is not a valid nbank query")
+        hit = self.provider.resolver.cached(self.nbank_id)
+        if hit is not None:
+            return hit
         try:  # as edge() does, without a context manager: asked at every round
             return self.provider.lookups_ahead().locate(self.nbank_id)
         except NbankError as err:
@@ -338,9 +350,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
     def exists(self) -> bool:
         if self.nbank_id is None:
             return False
-        self.provider.outputs.check([self])
+        if not self.__dict__.get("_checked"):
+            self.provider.outputs.check([self])
+        if self.provider.resolver.cached(self.nbank_id) is not None:
+            return True  # asked at every scheduling round: no lookup while fresh
         try:  # as edge() does: asked at every scheduling round
-            found = self.provider.lookups_ahead().locate_many([self.nbank_id])
+            # a miss answers the next questions for a second: Snakemake asks
+            # about a job's outputs twice as it starts the job
+            found = self.provider.lookups_ahead().locate_many(
+                [self.nbank_id], keep_misses=True
+            )
         except NbankError as err:
             raise WorkflowError(f"{self.query}: {err}") from err
         return self.nbank_id in found
@@ -387,11 +406,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
         if located.path is None and self.provider.registry.serves_downloads:
             self._download(located, local)
             return
-        target = self._archived()
+        target = os.path.abspath(self._archived())
+        try:
+            os.symlink(target, local)
+            return
+        except FileExistsError:
+            pass  # an old link or copy: replaced in one step
         tmp = local.with_name(f".{local.name}.{os.getpid()}.link")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        os.symlink(os.path.abspath(target), tmp)
+        os.symlink(target, tmp)
         os.replace(tmp, local)
 
     def _download(self, located: Located, local: Path) -> None:

@@ -128,6 +128,7 @@ class Outputs:
                 self.dtype(obj.ext)
             if final:
                 self._checked.add(key)
+                obj.__dict__["_checked"] = True  # exists() then skips this check
 
     def _is_output(self, key: str) -> tuple[bool, bool]:
         """Whether a rule of the running workflow makes the local path ``key`` (an

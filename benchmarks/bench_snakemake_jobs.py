@@ -1,10 +1,17 @@
 """Per-job overhead of the Snakemake plugin: N jobs, each reading one input by
 nbank id and depositing one output, against the same workflow on plain files.
 
-The two workflows alternate (plain, nbank, plain, nbank, ...) on an embedded
+A third workflow, "link-only", runs the same jobs through a storage plugin that
+does the least any archive plugin must (``floor/``: inputs symlinked, outputs
+hard-linked, one ``stat`` per question): it shows what Snakemake's own storage
+machinery costs per job, apart from nbank.
+
+The workflows alternate (plain, link-only, nbank, plain, ...) on an embedded
 registry and archive, each run in a fresh working directory (no ``.snakemake``)
-and, for nbank, under new output ids; the table shows medians and the load
-average. ``--profile FILE`` runs the nbank workflow once more under cProfile.
+and under new output names; the table shows medians of the wall time and of the
+CPU time (user + system, Snakemake and its jobs), and the load average.
+``--profile FILE`` runs each workflow once more under cProfile, writing
+``FILE.plain``, ``FILE.floor`` and ``FILE.nbank``.
 
     .venv/bin/python benchmarks/bench_snakemake_jobs.py            # N = 150, 3 rounds
     .venv/bin/python benchmarks/bench_snakemake_jobs.py -n 50 -r 1
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,35 +59,65 @@ rule job:
     output: storage.nbank("nbank://{tag}_{{i}}.txt")
     shell: "cat {{input}} > {{output}}"
 """
+FLOOR = """
+storage:
+    provider="linkfloor"
+
+IDS = [f"b{{i}}" for i in range({n})]
+
+rule all:
+    input: [storage.linkfloor(f"linkfloor:out/{tag}_{{i}}.txt") for i in IDS]
+
+rule job:
+    input: storage.linkfloor("linkfloor:local/{{i}}.txt")
+    output: storage.linkfloor("linkfloor:out/{tag}_{{i}}.txt")
+    shell: "cat {{input}} > {{output}}"
+"""
+KINDS = ("plain", "floor", "nbank")
+LABELS = {"plain": "plain files", "floor": "link-only", "nbank": "nbank"}
 
 
 def one_run(root: Path, kind: str, n: int, env: dict[str, str], cores: int,
-            profile: str | None = None) -> float:  # fmt: skip
-    """Runs the workflow once in a fresh directory; returns its wall time."""
+            profile: str | None = None) -> tuple[float, float]:  # fmt: skip
+    """Runs the workflow once in a fresh directory; returns its wall time and the
+    CPU time (user + system) of Snakemake and its jobs."""
     tag = f"r{time.monotonic_ns()}"
     work = root / f"{kind}-{tag}"
     work.mkdir()
     if kind == "plain":
         text = PLAIN.format(n=n, root=root)
+    elif kind == "floor":
+        text = FLOOR.format(n=n, tag=tag)
+        env = {**env, "LINKFLOOR_ROOT": str(root)}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p
+            for p in (str(Path(__file__).parent / "floor"), env.get("PYTHONPATH"))
+            if p
+        )
     else:
         text = NBANK.format(n=n, archive=str(root / "archive"), tag=tag)
     (work / "Snakefile").write_text(text)
     cmd = [SNAKEMAKE, "--cores", str(cores), "all"]
     if profile:
         cmd = [sys.executable, "-m", "cProfile", "-o", profile, *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} run failed:\n{proc.stderr[-3000:]}")
     if kind == "plain":
         made = len(list((work / "out").iterdir()))
+    elif kind == "floor":
+        made = sum(1 for _ in (root / "out").glob(f"{tag}_*"))
     else:
         archived = (root / "archive" / "resources").rglob(f"{tag}_*")
         made = sum(1 for _ in archived)
     if made != n:
         raise RuntimeError(f"{kind} run made {made} outputs, not {n}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -87,7 +125,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=150, help="jobs")
     parser.add_argument("-r", "--repeats", type=int, default=3)
     parser.add_argument("-c", "--cores", type=int, default=2)
-    parser.add_argument("--profile", help="write a cProfile of one more nbank run")
+    parser.add_argument("--profile", help="write cProfiles of one more run of each")
     args = parser.parse_args()
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-snakemake-jobs-") as tmpdir:
@@ -97,24 +135,30 @@ def main() -> None:
         env = prepare(root, url, None, args.n)
         with open_registry(url) as reg:
             reg.add_datatype("bench-output", "text/plain")
-        times: dict[str, list[float]] = {"plain": [], "nbank": []}
+        times: dict[str, list[float]] = {k: [] for k in KINDS}
+        cpus: dict[str, list[float]] = {k: [] for k in KINDS}
         for rep in range(args.repeats):
-            for kind in ("plain", "nbank"):
+            for kind in KINDS:
                 log(f"{kind} run {rep + 1}/{args.repeats}")
-                times[kind].append(one_run(root, kind, args.n, env, args.cores))
+                wall, cpu = one_run(root, kind, args.n, env, args.cores)
+                times[kind].append(wall)
+                cpus[kind].append(cpu)
         if args.profile:
-            log("nbank run under cProfile")
-            one_run(root, "nbank", args.n, env, args.cores, args.profile)
-    plain, nbank = (statistics.median(times[k]) for k in ("plain", "nbank"))
+            for kind in KINDS:
+                log(f"{kind} run under cProfile")
+                one_run(root, kind, args.n, env, args.cores, f"{args.profile}.{kind}")
+    wall = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
     runs = {k: [round(t, 2) for t in v] for k, v in times.items()}
-    print(f"{args.n} jobs, one nbank input and one deposited output each, embedded "
-          f"registry, --cores {args.cores}; medians of {args.repeats} interleaved "
-          "runs; load average at the start "
+    print(f"{args.n} jobs, one input and one output each, embedded registry, "
+          f"--cores {args.cores}; medians of {args.repeats} interleaved runs; "
+          "load average at the start "
           f"{'/'.join(f'{x:.2f}' for x in load)}, at the end "
           f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
-    print(f"{'workflow':<14}{'seconds':>9}{'ratio':>7}")
-    print(f"{'plain files':<14}{plain:>9.2f}{1.0:>7.2f}")
-    print(f"{'nbank':<14}{nbank:>9.2f}{nbank / plain:>7.2f}")
+    print(f"{'workflow':<14}{'seconds':>9}{'ratio':>7}{'CPU s':>8}{'ratio':>7}")
+    for k in KINDS:
+        print(f"{LABELS[k]:<14}{wall[k]:>9.2f}{wall[k] / wall['plain']:>7.2f}"
+              f"{cpu[k]:>8.2f}{cpu[k] / cpu['plain']:>7.2f}")  # fmt: skip
     print(f"  runs (s): {runs}")
 
 

@@ -11,8 +11,9 @@ just before a lookup. The first ``exists()`` that the resolver cannot answer fro
 memory then brings them all, in one bulk request per 500 ids.
 
 What is remembered, and for how long, is the core's one policy: a resource found
-is trusted for a few seconds; a "missing" is never kept, except that an id
-fetched ahead answers one question from that fetch. Registry errors propagate.
+is trusted for a few seconds; a "missing" is not kept, except that an id fetched
+ahead answers from that fetch for a second (luigi asks about a missing output
+twice in a row). Registry errors propagate.
 ``[nbank] prefetch = false`` turns the expecting off (one request per check).
 
 Datatypes are looked up here too (:func:`datatype`, :func:`dtype_for_suffix`):
@@ -120,7 +121,7 @@ def refresh(
 def prefetch(items: Iterable[Any]) -> None:
     """Looks up the outputs of ``items`` (tasks or targets) in bulk now, so that
     their ``exists()`` answers without a request (a found one for a few seconds;
-    a missing one once). Other targets are left alone.
+    a missing one for a second). Other targets are left alone.
 
     >>> prefetch([])
     """
@@ -132,7 +133,7 @@ def prefetch(items: Iterable[Any]) -> None:
         names = list(dict.fromkeys(t.id for t in group))
         for name in names:
             res.forget(name)  # asked for now, whatever is remembered
-        res.expect(names[1:])  # fetched with the first: each answers once
+        res.expect(names[1:])  # fetched with the first, missing ones kept 1 s
         res.locate_many(names[:1], fresh=True)
 
 

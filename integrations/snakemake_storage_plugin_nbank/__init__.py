@@ -350,8 +350,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectTouch):
     def exists(self) -> bool:
         if self.nbank_id is None:
             return False
-        if not self.__dict__.get("_checked"):
-            self.provider.outputs.check([self])
+        self.provider.outputs.check([self])
         if self.provider.resolver.cached(self.nbank_id) is not None:
             return True  # asked at every scheduling round: no lookup while fresh
         try:  # as edge() does: asked at every scheduling round

@@ -119,8 +119,11 @@ class Outputs:
         creates the object of each job's output while it builds the DAG, and that
         is when this is asked."""
         for obj in objs:
+            if obj.__dict__.get("_checked"):
+                continue  # exists() asks at every scheduling round
             key = str(obj.local_path())
             if key in self._checked:
+                obj.__dict__["_checked"] = True
                 continue
             output, final = self._is_output(key)
             if output:
@@ -128,7 +131,7 @@ class Outputs:
                 self.dtype(obj.ext)
             if final:
                 self._checked.add(key)
-                obj.__dict__["_checked"] = True  # exists() then skips this check
+                obj.__dict__["_checked"] = True
 
     def _is_output(self, key: str) -> tuple[bool, bool]:
         """Whether a rule of the running workflow makes the local path ``key`` (an
